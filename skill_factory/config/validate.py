@@ -1,0 +1,165 @@
+"""``validate(cfg)``: every semantic config error, all at once, before any work starts.
+
+Why: type errors and misspelled keys already fail at compose time (the schema); this
+catches values that are well-typed but wrong (a negative temperature, an unknown trace
+format, a batch size the mini-batch does not divide). Each check adds a dotted key, what
+is wrong and the fix; one ``ConfigError`` lists them all. Stages add their own checks
+through the ``check`` hook of ``@stage``; only the stages this run will execute are asked.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+from skill_factory.config.problems import Problems
+from skill_factory.config.schema import SkillFactoryConfig
+from skill_factory.errors import SkillFactoryError
+from skill_factory.tasks import config as task_config
+
+TRACE_FORMATS = ("0C", "*C", "*C_full", "*C*IC", "*CC", "random", "no_reflection")
+GENERATION_BACKENDS = ("hf", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+FINETUNING_TYPES = ("full", "lora", "freeze")
+RL_BACKENDS = ("verl", "trl")
+KL_MECHANISMS = ("loss", "reward", "none")
+EVAL_MODELS = ("base", "sft", "rl")
+LOGGERS = ("none", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def _one_of(p: Problems, key: str, value, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        p.add(key, f"'{value}' is not one of {', '.join(allowed)}", f"use one of {', '.join(allowed)}")
+
+
+def _at_least(p: Problems, key: str, value, low) -> None:
+    if value < low:
+        p.add(key, f"must be >= {low}, got {value}", f"set {key} to {low} or more")
+
+
+def _positive(p: Problems, key: str, value) -> None:
+    if not value > 0:
+        p.add(key, f"must be > 0, got {value}", f"set {key} to a positive number")
+
+
+def _sampling(p: Problems, prefix: str, temperature: float, top_p: float, max_new_tokens: int):
+    _at_least(p, f"{prefix}.temperature", temperature, 0)
+    if not 0 < top_p <= 1:
+        p.add(f"{prefix}.top_p", f"must be in (0, 1], got {top_p}", "use a value such as 1.0 or 0.95")
+    _at_least(p, f"{prefix}.max_new_tokens", max_new_tokens, 1)
+
+
+def check_sections(cfg: SkillFactoryConfig, p: Problems) -> None:
+    _at_least(p, "seed", cfg.seed, 0)
+
+    m = cfg.model
+    _one_of(p, "model.backend", m.backend, GENERATION_BACKENDS)
+    _one_of(p, "model.dtype", m.dtype, DTYPES)
+    _at_least(p, "model.max_length", m.max_length, 16)
+
+    task_config.check(cfg.task, p, "task")
+
+    s = cfg.sample
+    _at_least(p, "sample.n", s.n, 1)
+    _at_least(p, "sample.num_questions", s.num_questions, 1)
+    _at_least(p, "sample.shard_size", s.shard_size, 1)
+    _sampling(p, "sample", s.temperature, s.top_p, s.max_new_tokens)
+
+    r = cfg.reflect
+    _at_least(p, "reflect.k", r.k, 1)
+    _at_least(p, "reflect.shard_size", r.shard_size, 1)
+    _sampling(p, "reflect", r.temperature, r.top_p, r.max_new_tokens)
+    for i, pattern in enumerate(r.banned_patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            p.add(f"reflect.banned_patterns[{i}]", f"not a valid regular expression ({exc})",
+                  "escape special characters, e.g. with a backslash")
+
+    t = cfg.traces
+    if not t.formats:
+        p.add("traces.formats", "is empty", f"list one or more of {', '.join(TRACE_FORMATS)}")
+    for i, fmt in enumerate(t.formats):
+        _one_of(p, f"traces.formats[{i}]", fmt, TRACE_FORMATS)
+    _at_least(p, "traces.n_samples", t.n_samples, 1)
+    if {"*C*IC", "*CC"} & set(t.formats) and t.n_samples < 2:
+        p.add("traces.n_samples", "*C*IC and *CC need at least 2 samples per trace",
+              "set traces.n_samples to 2 or more")
+    _at_least(p, "traces.repeats", t.repeats, 1)
+    if t.subsample is not None:
+        _at_least(p, "traces.subsample", t.subsample, 1)
+    if t.variants is not None and not t.variants:
+        p.add("traces.variants", "is an empty list", "use null for all variants, or name some")
+
+    f = cfg.sft
+    _one_of(p, "sft.finetuning_type", f.finetuning_type, FINETUNING_TYPES)
+    _positive(p, "sft.learning_rate", f.learning_rate)
+    _positive(p, "sft.num_train_epochs", f.num_train_epochs)
+    if not 0 <= f.warmup_ratio < 1:
+        p.add("sft.warmup_ratio", f"must be in [0, 1), got {f.warmup_ratio}", "e.g. 0.05")
+    _at_least(p, "sft.per_device_train_batch_size", f.per_device_train_batch_size, 1)
+    _at_least(p, "sft.gradient_accumulation_steps", f.gradient_accumulation_steps, 1)
+    _at_least(p, "sft.cutoff_len", f.cutoff_len, 16)
+    if f.deepspeed is not None and not Path(f.deepspeed).is_file():
+        p.add("sft.deepspeed", f"file not found: {f.deepspeed}",
+              "point it at a DeepSpeed json config, or set it to null")
+
+    rl = cfg.rl
+    _one_of(p, "rl.backend", rl.backend, RL_BACKENDS)
+    _one_of(p, "rl.kl_mechanism", rl.kl_mechanism, KL_MECHANISMS)
+    _at_least(p, "rl.rollout_n", rl.rollout_n, 1)
+    _at_least(p, "rl.train_batch_size", rl.train_batch_size, 1)
+    _at_least(p, "rl.ppo_mini_batch_size", rl.ppo_mini_batch_size, 1)
+    if rl.ppo_mini_batch_size >= 1 and rl.train_batch_size % rl.ppo_mini_batch_size:
+        p.add("rl.ppo_mini_batch_size",
+              f"{rl.ppo_mini_batch_size} does not divide rl.train_batch_size={rl.train_batch_size}",
+              "choose a mini-batch size that divides the train batch size")
+    _positive(p, "rl.learning_rate", rl.learning_rate)
+    _at_least(p, "rl.total_epochs", rl.total_epochs, 1)
+    _at_least(p, "rl.kl_coef", rl.kl_coef, 0)
+    _at_least(p, "rl.max_prompt_length", rl.max_prompt_length, 1)
+    _at_least(p, "rl.max_response_length", rl.max_response_length, 1)
+
+    e = cfg.eval
+    if not e.model:
+        p.add("eval.model", "is empty", f"use one of {', '.join(EVAL_MODELS)} or a path / hub id")
+    _at_least(p, "eval.n", e.n, 1)
+    _sampling(p, "eval", e.temperature, e.top_p, e.max_new_tokens)
+    if e.temperature == 0 and e.n > 1:
+        p.add("eval.n", f"greedy decoding (temperature 0) gives {e.n} identical samples",
+              "set eval.n=1 for greedy, or a temperature > 0 for sampling")
+
+    lg = cfg.logger
+    _one_of(p, "logger.name", lg.name, LOGGERS)
+    if lg.wandb.mode is not None:
+        _one_of(p, "logger.wandb.mode", lg.wandb.mode, WANDB_MODES)
+
+
+def validate(cfg: SkillFactoryConfig, registry=None) -> None:
+    """Raise one ``ConfigError`` listing every problem of ``cfg`` (or return quietly)."""
+    from skill_factory import pipeline
+
+    registry = pipeline.REGISTRY if registry is None else registry
+    p = Problems()
+    check_sections(cfg, p)
+    known = pipeline.order_stages(registry)
+    seen = set()
+    for i, name in enumerate(cfg.stages):
+        if name not in registry:
+            p.add(f"stages[{i}]", f"unknown stage '{name}'",
+                  f"use some of: {', '.join(known) or '(no stage is registered)'}")
+        elif name in seen:
+            p.add(f"stages[{i}]", f"'{name}' is listed twice", "list each stage once")
+        seen.add(name)
+    if not p:
+        try:
+            names = pipeline.plan(cfg, registry)
+        except SkillFactoryError as exc:
+            p.add("stages", str(exc), "check the stage list and plugins")
+            names = []
+        for name in names:
+            if registry[name].check is not None:
+                registry[name].check(cfg, p)
+    p.raise_if_any()

@@ -1,0 +1,6 @@
+"""The method's stages, one module each; importing this package registers them.
+
+Each module defines one function decorated with ``skill_factory.pipeline.stage``. Engines
+(torch, transformers, LLaMA-Factory, verl, vLLM) are imported inside the stage functions,
+never at module import, so composing a config or running one stage stays fast.
+"""

@@ -1,0 +1,141 @@
+"""The config spine: every file composes and validates; typos and bad values fail early."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from conftest import CONF, REPO, compose_cfg
+from skill_factory.config.load import to_typed
+from skill_factory.config.schema import GROUP_SCHEMAS, SCHEMA_NAME
+from skill_factory.config.validate import validate
+from skill_factory.errors import ConfigError
+
+
+def group_options():
+    """Every YAML option under conf/, found by walking the tree (never a hand-written list)."""
+    found = []
+    for path in sorted(CONF.rglob("*.yaml")):
+        rel = path.relative_to(CONF)
+        if rel.parts[0] == "hydra" or rel == Path("config.yaml"):
+            continue
+        found.append(("/".join(rel.parts[:-1]), rel.with_suffix("").name
+                      if len(rel.parts) == 2 else "/".join(rel.with_suffix("").parts[1:])))
+    return found
+
+
+def test_walk_finds_every_group_and_nested_files():
+    groups = {g for g, _ in group_options()}
+    assert set(GROUP_SCHEMAS) <= {g.split("/")[0] for g in groups}
+    on_disk = [p for p in CONF.rglob("*.yaml") if p.relative_to(CONF).parts[0] != "hydra"]
+    assert len(group_options()) == len(on_disk) - 1  # all but config.yaml
+
+
+@pytest.mark.parametrize("group,option", group_options())
+def test_every_config_file_composes_and_validates(group, option, make_cfg):
+    top = group.split("/")[0]
+    override = f"{top}={option}" if top == group else f"{top}={group.split('/', 1)[1]}/{option}"
+    cfg = make_cfg(override)
+    validate(cfg)
+
+
+@pytest.mark.parametrize("group", sorted(GROUP_SCHEMAS))
+def test_group_options_inherit_their_schema(group):
+    for path in sorted((CONF / group).rglob("*.yaml")):
+        text = path.read_text()
+        assert text.startswith("#"), f"{path} must open with a comment giving its run command"
+        if group != "task":
+            assert f"- {SCHEMA_NAME}" in text, f"{path} must list '{SCHEMA_NAME}' in its defaults"
+
+
+def test_default_config_is_typed_and_valid(make_cfg):
+    cfg = make_cfg()
+    validate(cfg)
+    assert cfg.model.name == "tiny"
+    assert type(cfg.sft).__name__ == "SFTConfig"
+    assert Path(cfg.paths.artifacts).is_absolute()
+
+
+def test_misspelled_key_fails_at_compose():
+    with pytest.raises(ConfigCompositionException, match="lerning_rate"):
+        compose_cfg(["sft.lerning_rate=1"])
+
+
+def test_wrong_type_fails_at_compose():
+    with pytest.raises(ConfigCompositionException, match="sample.n"):
+        compose_cfg(["sample.n=many"])
+
+
+def test_plus_override_past_the_schema_is_rejected(make_cfg):
+    with pytest.raises(ConfigError, match="sft.lerning_rate: not a field of SFTConfig"):
+        make_cfg("+sft.lerning_rate=1")
+
+
+def test_missing_required_value_is_named(make_cfg):
+    with pytest.raises(ConfigError, match=r"model\.name: required value is missing"):
+        make_cfg("model.name=???")
+
+
+def test_validate_lists_every_problem_at_once(make_cfg):
+    cfg = make_cfg("sample.n=0", "sft.warmup_ratio=2", "traces.formats=[*C,bogus]",
+                   "rl.train_batch_size=100", "rl.ppo_mini_batch_size=32", "model.backend=tpu",
+                   "eval.n=4", "stages=[nope]", "reflect.banned_patterns=['\\b(unclosed']")
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    keys = [p.key for p in info.value.problems]
+    assert keys == ["model.backend", "sample.n", "reflect.banned_patterns[0]",
+                    "traces.formats[1]", "sft.warmup_ratio", "rl.ppo_mini_batch_size",
+                    "eval.n", "stages[0]"]
+    assert all(p.fix for p in info.value.problems)
+
+
+def test_paths_follow_environment_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKILLFACTORY_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("SKILLFACTORY_ARTIFACTS", str(tmp_path / "cache"))
+    monkeypatch.delenv("SKILLFACTORY_RUNS", raising=False)
+    cfg = to_typed(compose_cfg(), run_dir=tmp_path / "r")
+    assert cfg.paths.artifacts == str(tmp_path / "cache")
+    assert cfg.paths.runs == str(tmp_path / "h" / "runs")
+    assert cfg.paths.run_dir == str(tmp_path / "r")
+
+
+def _cli(args, cwd, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKILLFACTORY_")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "skill_factory.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_prints_composed_config(tmp_path):
+    out = _cli(["--cfg", "job"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "learning_rate:" in out.stdout and "stages:" in out.stdout
+
+
+def test_cli_typo_exits_nonzero_naming_the_key(tmp_path):
+    out = _cli(["sft.lerning_rate=1"], tmp_path)
+    assert out.returncode != 0
+    assert "sft.lerning_rate" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_semantic_errors_one_message_exit_2(tmp_path):
+    out = _cli(["sample.n=0", "sft.warmup_ratio=2"], tmp_path)
+    assert out.returncode == 2
+    text = out.stdout + out.stderr
+    assert "2 config problem(s)" in text and "sample.n" in text and "sft.warmup_ratio" in text
+    assert "Traceback" not in text
+    assert not (tmp_path / "outputs" / "artifacts").exists()
+
+
+def test_lock_holds_the_pyproject_engine_pins():
+    """The lock the set-up script installs lists the engine pins of pyproject.toml."""
+    lock = (REPO / "launch" / "requirements-cpu.lock").read_text()
+    for pin in ("torch==2.13.0", "transformers==5.5.4", "llamafactory==0.9.5", "verl==0.9.1",
+                "trl==0.24.0", "datasets==4.0.0", "hydra-core==1.3.8", "omegaconf==2.3.0"):
+        assert f"\n{pin}\n" in lock, pin
+        assert f'"{pin}"' in (REPO / "pyproject.toml").read_text(), pin
