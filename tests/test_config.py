@@ -48,8 +48,7 @@ def test_group_options_inherit_their_schema(group):
     for path in sorted((CONF / group).rglob("*.yaml")):
         text = path.read_text()
         assert text.startswith("#"), f"{path} must open with a comment giving its run command"
-        if group != "task":
-            assert f"- {SCHEMA_NAME}" in text, f"{path} must list '{SCHEMA_NAME}' in its defaults"
+        assert f"- {SCHEMA_NAME}" in text, f"{path} must list '{SCHEMA_NAME}' in its defaults"
 
 
 def test_default_config_is_typed_and_valid(make_cfg):
