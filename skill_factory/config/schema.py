@@ -18,7 +18,70 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from skill_factory.rawdata import RawColumns, source_identity
 from skill_factory.tasks.config import TaskConfig
+
+
+@dataclass
+class BootstrapConfig:
+    """How the bootstrap stage builds and trains the embedded tiny model (model=tiny)."""
+
+    # the tiny model is the fixed "base model" of every experiment on it: its own seed, so a
+    # sweep over the run seed reuses one base model, as real experiments reuse one hub model
+    seed: int = 0
+
+    # architecture (Llama type; head_dim = hidden_size / num_heads must be >= 32)
+    hidden_size: int = 96
+    num_layers: int = 3
+    num_heads: int = 3
+    intermediate_size: int = 256
+    max_position_embeddings: int = 512
+    # training examples from the project's own Countdown solver (each seen once)
+    train_examples: int = 128000
+    # share of answer examples whose answer is a plausible wrong one
+    wrong_answer_rate: float = 0.3
+    # share of answer examples with 4 numbers (the rest have 3)
+    four_number_rate: float = 0.15
+    # check examples (question + answer -> recomputed arithmetic + verdict), as a share
+    verify_rate: float = 0.3
+    # share of check examples whose verdict is flipped (imperfect reflections)
+    verdict_noise: float = 0.1
+    # optimisation
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 4.0e-3
+    warmup_steps: int = 100
+    # one thread: on a machine with anything else running, two torch threads run several
+    # times slower than one, and on a quiet one they gain little for a model this small
+    torch_threads: int = 1
+    # quality measurement written to the manifest
+    eval_questions: int = 200
+    eval_samples: int = 8
+
+
+@dataclass
+class ResourcesConfig:
+    """What it takes to train this model size: read by the sft and rl stages.
+
+    Facts of fitting the model on hardware, so they live in the model file; the sft and rl
+    presets say *what* to train, these say *how* it fits.
+    """
+
+    nnodes: int = 1
+    gpus_per_node: int = 1
+    # LLaMA-Factory
+    sft_per_device_batch: int = 1
+    sft_gradient_accumulation: int = 1
+    sft_cutoff_len: int = 16384
+    # DeepSpeed ZeRO stage for SFT (0 = no DeepSpeed)
+    zero_stage: int = 2
+    # verl
+    rl_micro_batch_per_gpu: int = 1
+    rl_log_prob_micro_batch_per_gpu: int = 2
+    rollout_tensor_parallel_size: int = 1
+    rollout_gpu_memory_utilization: float = 0.8
+    param_offload: bool = False
+    optimizer_offload: bool = False
 
 
 @dataclass
@@ -27,8 +90,12 @@ class ModelConfig:
     name: str = MISSING
     # hub id or local directory; null when a stage of this project builds the model
     path: Optional[str] = None
-    # LLaMA-Factory chat template name (also used to render prompts for generation)
+    # LLaMA-Factory chat template name
     template: str = "qwen"
+    # system prompt the model's own chat template adds when a conversation has none, handed
+    # to LLaMA-Factory so SFT renders what generation renders ("" = none; null = the
+    # LLaMA-Factory template's default, right for models whose template matches it)
+    default_system: Optional[str] = None
     # longest sequence (prompt + response) the model is used with
     max_length: int = 4096
     # generation backend used by sample/reflect/eval: "hf" (transformers) or "vllm"
@@ -36,69 +103,259 @@ class ModelConfig:
     # weights dtype: auto, float32, bfloat16, float16
     dtype: str = "auto"
     trust_remote_code: bool = False
+    # generation resources (vllm: tensor parallel size and GPU memory share; hf: batch size)
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    generation_batch_size: int = 64
+    # set for a model this project builds itself (the bootstrap stage); path stays null
+    bootstrap: Optional[BootstrapConfig] = None
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+
+@dataclass
+class PromptsConfig:
+    """A set of prompt variants for the training task and the reflection prompt.
+
+    Templates use the task's named placeholders (Countdown: ``{numbers}``, ``{target}``);
+    the reflection template gets ``{question}`` (the rendered question) and ``{response}``.
+    """
+
+    # variant name -> user prompt template (at most 8 variants)
+    variants: Dict[str, str] = MISSING
+    # user prompt asking the model to check one response and end with a verdict tag
+    reflection: str = MISSING
+    # system prompt (null = none)
+    system: Optional[str] = None
 
 
 @dataclass
 class SampleConfig:
+    """The sample stage: answers of the base model to the task's training questions."""
+
     # completions drawn per (question, prompt variant)
     n: int = 4
-    # training questions to sample answers for
+    # the first this-many questions of the task's train split (drawn with the run seed)
     num_questions: int = 8000
+    # 0 = greedy
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 1024
-    # questions per shard: a crash loses at most one shard
+    # generation ends after the first of these strings (kept in the text); [] = at end of turn
+    stop: List[str] = field(default_factory=list)
+    # questions per shard: a crash loses at most one shard (does not change the data)
     shard_size: int = 1000
 
 
 @dataclass
 class ReflectConfig:
+    """The reflect stage: the model judges its own completions; judgements are filtered."""
+
     # reflections drawn per completion (the released data uses 4)
     k: int = 4
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 1024
-    # whole-word regular expressions; a reflection matching any is dropped
+    # generation ends after the first of these strings (kept in the text)
+    stop: List[str] = field(default_factory=list)
+    # regular expressions matched as whole words, case-insensitively; a reflection matching
+    # any is dropped (the released script dropped "idea" and "fast" as substrings)
     banned_patterns: List[str] = field(default_factory=list)
+    # completions (rows) per shard: a crash loses at most one shard (does not change the data)
     shard_size: int = 1000
+    # reflect on an existing raw dataset instead of the sample stage's output: a hub id, or a
+    # local parquet / jsonl / json file or folder (null = the sample stage of this run)
+    input_dataset: Optional[str] = None
+    input_split: str = "train"
+    # hub revision (branch, tag or commit) of input_dataset
+    input_revision: Optional[str] = None
+    # column names of input_dataset by role (null = the paper's names, or their alternatives)
+    columns: RawColumns = field(default_factory=RawColumns)
+
+    @property
+    def input_identity(self):
+        """The data behind input_dataset (local files: path, sizes, mtimes), so a rewritten
+        local file changes the reflect artifact's fingerprint (the runner reads this key)."""
+        return source_identity(self.input_dataset, self.input_split, self.input_revision)
+
+
+@dataclass
+class PhrasesConfig:
+    """Phrase pools the traces stage writes between and after samples (conf/phrases/).
+
+    One phrase per list entry, one line each. Glue after a correct sample is drawn from
+    ``after_correct`` + ``generic``, after an incorrect one from ``after_incorrect`` +
+    ``generic``; ``no_reflection`` traces use ``generic`` only.
+    """
+
+    # continuation after any sample ("let me look at this once more")
+    generic: List[str] = MISSING
+    # after a sample the reflection found correct
+    after_correct: List[str] = MISSING
+    # after a sample the reflection found incorrect
+    after_incorrect: List[str] = MISSING
+    # right before the final <answer> block
+    ending: List[str] = MISSING
+    # *C*IC: after the last (incorrect) sample, before the earlier correct one is restated
+    backtrack: List[str] = MISSING
+    # *CC: after two correct samples, before the ending
+    confirm: List[str] = MISSING
 
 
 @dataclass
 class TracesConfig:
-    # any of 0C, *C, *C_full, *C*IC, *CC, random, no_reflection
+    """The traces stage: completions and kept reflections rearranged into SFT traces."""
+
+    # any of 0C, *C, *C_full, *C*IC, *CC, random, no_reflection (0C is the STaR baseline)
     formats: List[str] = field(default_factory=lambda: ["*C_full"])
     # samples per trace (N)
     n_samples: int = 5
     # traces built per question and format
     repeats: int = 1
-    # draw N uniformly in [2, n_samples] per trace
+    # *C, *C*IC, *CC: draw N uniformly in [2, n_samples] per trace
     random_n: bool = False
     # every sample of a trace comes from a different prompt variant
     distinct_variants: bool = False
     # restrict to these prompt variants (null = all)
     variants: Optional[List[str]] = None
-    # keep at most this many rows (null = all)
+    # keep at most this many rows of the shuffled dataset (null = all)
     subsample: Optional[int] = None
+    # *C_full, random, no_reflection: a question with fewer usable completions than
+    # n_samples still gets the traces of the smaller n it supports (false: skip it)
+    partial_full: bool = True
+    # the prompt variant whose question text is the user turn, when a question's rows carry
+    # one rendered prompt per variant (the sample stage's); absent: the first variant by name
+    user_variant: Optional[str] = "original"
+    # trace token-length statistics with the model's tokenizer, in the manifest (skipped
+    # with a warning when the tokenizer cannot be loaded offline)
+    token_stats: bool = True
+    # build from a published raw dataset instead of the reflect stage's output: a hub id, or
+    # a local parquet / jsonl / json file or folder (null = the reflect stage of this run)
+    input_dataset: Optional[str] = None
+    input_split: str = "train"
+    # hub revision (branch, tag or commit) of input_dataset
+    input_revision: Optional[str] = None
+    # column names of input_dataset by role (null = the paper's names, or their alternatives)
+    columns: RawColumns = field(default_factory=RawColumns)
+    # also push the dataset to this hub dataset repo (token from HF_TOKEN; null = do not)
+    push_to_hub: Optional[str] = None
+    hub_private: bool = False
+
+    @property
+    def input_identity(self):
+        """The data behind input_dataset (local files: path, sizes, mtimes), so a rewritten
+        local file changes the traces artifact's fingerprint (the runner reads this key)."""
+        return source_identity(self.input_dataset, self.input_split, self.input_revision)
+
+
+@dataclass
+class ShareGPTColumns:
+    """Where a ShareGPT dataset keeps its conversations; null = detect from the data.
+
+    Detection: the column ``conversations``, else ``messages``; keys ``role``/``content``,
+    else ``from``/``value``; user ``user`` or ``human``, assistant ``assistant`` or ``gpt``,
+    system ``system``. The sft stage rewrites any layout to role/content/user/assistant.
+    """
+
+    messages: Optional[str] = None
+    role_tag: Optional[str] = None
+    content_tag: Optional[str] = None
+    user_tag: Optional[str] = None
+    assistant_tag: Optional[str] = None
+    system_tag: Optional[str] = None
 
 
 @dataclass
 class SFTConfig:
-    # training method: full or lora
+    """The sft stage: LLaMA-Factory supervised fine-tuning (``skill_factory.stages.sft``).
+
+    Values left null come from the model file (``model.resources``): how a model size fits
+    on hardware is a fact of the model, what to train is the preset's.
+    """
+
+    # --- data ---
+    # train on this ShareGPT dataset instead of the traces stage's output: a local parquet /
+    # jsonl / json file or folder, or a hub id ("bring your own SFT data"; null = traces)
+    dataset: Optional[str] = None
+    dataset_split: str = "train"
+    # hub config name of a hub dataset (LLaMA-Factory's "subset", e.g. sft_train)
+    dataset_subset: Optional[str] = None
+    # hub revision (branch, tag or commit) of a hub dataset
+    dataset_revision: Optional[str] = None
+    columns: ShareGPTColumns = field(default_factory=ShareGPTColumns)
+    # keep at most this many training rows (null = all)
+    max_samples: Optional[int] = None
+
+    # --- what to train ---
+    # training method: full, lora or freeze
     finetuning_type: str = "full"
     learning_rate: float = 1.0e-6
     num_train_epochs: float = 1.0
+    # stop after this many optimizer steps (null = num_train_epochs decides)
+    max_steps: Optional[int] = None
     lr_scheduler_type: str = "cosine"
+    # share of the steps spent warming up (written as LLaMA-Factory's float warmup_steps,
+    # since transformers 5 deprecates warmup_ratio)
     warmup_ratio: float = 0.05
     weight_decay: float = 1.0e-4
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    cutoff_len: int = 16384
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    # null = model.resources.sft_per_device_batch / sft_gradient_accumulation / sft_cutoff_len
+    per_device_train_batch_size: Optional[int] = None
+    gradient_accumulation_steps: Optional[int] = None
+    cutoff_len: Optional[int] = None
     bf16: bool = True
     gradient_checkpointing: bool = True
-    # path of a DeepSpeed json config (null = no DeepSpeed)
+    # train on the CPU (the tiny model); no DeepSpeed, no GPUs
+    use_cpu: bool = False
+    # DeepSpeed ZeRO stage: 0 (none), 2 or 3, using conf/deepspeed/ds_z<stage>.json;
+    # null = model.resources.zero_stage
+    zero_stage: Optional[int] = None
+    # path of a DeepSpeed json config of your own (overrides zero_stage)
     deepspeed: Optional[str] = None
-    # write the exact command, env and files, and do not train
+    # LoRA (finetuning_type=lora); lora_alpha null = 2 * lora_rank
+    lora_rank: int = 8
+    lora_alpha: Optional[int] = None
+    lora_dropout: float = 0.0
+    lora_target: str = "all"
+
+    # --- saving and logging ---
+    # save model weights only (no optimizer state) in checkpoints
+    save_only_model: bool = True
+    # also save a checkpoint every this many steps (null = only the final model)
+    save_steps: Optional[int] = None
+    save_total_limit: Optional[int] = None
+    logging_steps: int = 10
+    # save a loss plot (training_loss.png) next to the checkpoint
+    plot_loss: bool = True
+    # any other LLaMA-Factory / transformers training argument, passed through verbatim and
+    # checked by LLaMA-Factory's own parser in the pre-flight (a typo fails there); on the
+    # command line: +sft.extra.neftune_noise_alpha=5
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    # --- launch (where and how; not part of the artifact fingerprint) ---
+    # nodes and GPUs per node; null = model.resources.nnodes / gpus_per_node
+    nnodes: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+    # multi-node rendezvous; null = from the Slurm allocation, else NODE_RANK / MASTER_ADDR /
+    # MASTER_PORT in the environment (port default 29500)
+    node_rank: Optional[int] = None
+    master_addr: Optional[str] = None
+    master_port: Optional[int] = None
+    # OMP_NUM_THREADS of the training process (null = inherited)
+    cpu_threads: Optional[int] = None
+    # the LLaMA-Factory template must render a conversation exactly as the tokenizer's own
+    # chat template does (false = only warn)
+    strict_template: bool = True
+    # write the exact command, env and files, run the pre-flight, and do not train
     dry_run: bool = False
+
+    @property
+    def dataset_identity(self):
+        """The data behind ``dataset`` (local files: path, sizes, mtimes), so a rewritten
+        local file changes the sft artifact's fingerprint (the sft stage reads this key)."""
+        from skill_factory.rawdata import source_identity
+
+        return source_identity(self.dataset, self.dataset_split, self.dataset_revision)
 
 
 @dataclass
@@ -169,9 +426,11 @@ class PathsConfig:
 class SkillFactoryConfig:
     model: ModelConfig = MISSING
     task: TaskConfig = MISSING
+    prompts: PromptsConfig = MISSING
     sample: SampleConfig = MISSING
     reflect: ReflectConfig = MISSING
     traces: TracesConfig = MISSING
+    phrases: PhrasesConfig = MISSING
     sft: SFTConfig = MISSING
     rl: RLConfig = MISSING
     eval: EvalConfig = MISSING
@@ -189,9 +448,11 @@ class SkillFactoryConfig:
 GROUP_SCHEMAS: Dict[str, type] = {
     "model": ModelConfig,
     "task": TaskConfig,
+    "prompts": PromptsConfig,
     "sample": SampleConfig,
     "reflect": ReflectConfig,
     "traces": TracesConfig,
+    "phrases": PhrasesConfig,
     "sft": SFTConfig,
     "rl": RLConfig,
     "eval": EvalConfig,

@@ -16,11 +16,14 @@ from skill_factory.config.problems import Problems
 from skill_factory.config.schema import SkillFactoryConfig
 from skill_factory.errors import SkillFactoryError
 from skill_factory.tasks import config as task_config
+from skill_factory.tracebuild import FORMATS as TRACE_FORMATS  # one list of trace formats
+from skill_factory.tracebuild import phrase_problems
 
-TRACE_FORMATS = ("0C", "*C", "*C_full", "*C*IC", "*CC", "random", "no_reflection")
 GENERATION_BACKENDS = ("hf", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 FINETUNING_TYPES = ("full", "lora", "freeze")
+# DeepSpeed ZeRO stages with a shipped config (conf/deepspeed/ds_z<stage>.json); 0 = none
+ZERO_STAGES = (0, 2, 3)
 RL_BACKENDS = ("verl", "trl")
 KL_MECHANISMS = ("loss", "reward", "none")
 EVAL_MODELS = ("base", "sft", "rl")
@@ -83,15 +86,26 @@ def check_sections(cfg: SkillFactoryConfig, p: Problems) -> None:
         p.add("traces.formats", "is empty", f"list one or more of {', '.join(TRACE_FORMATS)}")
     for i, fmt in enumerate(t.formats):
         _one_of(p, f"traces.formats[{i}]", fmt, TRACE_FORMATS)
+        if fmt in t.formats[:i]:
+            p.add(f"traces.formats[{i}]", f"'{fmt}' is listed twice", "list each format once")
     _at_least(p, "traces.n_samples", t.n_samples, 1)
     if {"*C*IC", "*CC"} & set(t.formats) and t.n_samples < 2:
         p.add("traces.n_samples", "*C*IC and *CC need at least 2 samples per trace",
               "set traces.n_samples to 2 or more")
+    if t.random_n and t.n_samples < 2:
+        p.add("traces.random_n", f"draws N in [2, traces.n_samples] but traces.n_samples={t.n_samples}",
+              "set traces.n_samples to 2 or more, or traces.random_n=false")
     _at_least(p, "traces.repeats", t.repeats, 1)
     if t.subsample is not None:
         _at_least(p, "traces.subsample", t.subsample, 1)
     if t.variants is not None and not t.variants:
         p.add("traces.variants", "is an empty list", "use null for all variants, or name some")
+    if t.variants and len(set(t.variants)) != len(t.variants):
+        p.add("traces.variants", "names a variant twice", "list each variant once")
+    if t.push_to_hub is not None and not t.push_to_hub.strip():
+        p.add("traces.push_to_hub", "is empty", "use null to not push, or a hub repo id owner/name")
+    for key, what, fix in phrase_problems(cfg.phrases, t.formats, t.n_samples):
+        p.add(key, what, fix)
 
     f = cfg.sft
     _one_of(p, "sft.finetuning_type", f.finetuning_type, FINETUNING_TYPES)
@@ -99,12 +113,41 @@ def check_sections(cfg: SkillFactoryConfig, p: Problems) -> None:
     _positive(p, "sft.num_train_epochs", f.num_train_epochs)
     if not 0 <= f.warmup_ratio < 1:
         p.add("sft.warmup_ratio", f"must be in [0, 1), got {f.warmup_ratio}", "e.g. 0.05")
-    _at_least(p, "sft.per_device_train_batch_size", f.per_device_train_batch_size, 1)
-    _at_least(p, "sft.gradient_accumulation_steps", f.gradient_accumulation_steps, 1)
-    _at_least(p, "sft.cutoff_len", f.cutoff_len, 16)
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_samples", "max_steps",
+                "save_steps", "save_total_limit", "nnodes", "gpus_per_node", "cpu_threads"):
+        if getattr(f, key) is not None:
+            _at_least(p, f"sft.{key}", getattr(f, key), 1)
+    if f.cutoff_len is not None:
+        _at_least(p, "sft.cutoff_len", f.cutoff_len, 16)
+    _at_least(p, "sft.logging_steps", f.logging_steps, 1)
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(f, key) < 1:
+            p.add(f"sft.{key}", f"must be in [0, 1), got {getattr(f, key)}", "e.g. 0.9 or 0.95")
+    _at_least(p, "sft.weight_decay", f.weight_decay, 0)
+    _at_least(p, "sft.lora_rank", f.lora_rank, 1)
+    if f.lora_alpha is not None:
+        _at_least(p, "sft.lora_alpha", f.lora_alpha, 1)
+    if not 0 <= f.lora_dropout < 1:
+        p.add("sft.lora_dropout", f"must be in [0, 1), got {f.lora_dropout}", "e.g. 0.0 or 0.05")
+    if f.zero_stage is not None and f.zero_stage not in ZERO_STAGES:
+        p.add("sft.zero_stage", f"{f.zero_stage} is not one of {', '.join(map(str, ZERO_STAGES))}",
+              "use 0 (no DeepSpeed), 2 or 3, or null for the model's resources.zero_stage")
     if f.deepspeed is not None and not Path(f.deepspeed).is_file():
         p.add("sft.deepspeed", f"file not found: {f.deepspeed}",
               "point it at a DeepSpeed json config, or set it to null")
+    if f.master_port is not None and not 1 <= f.master_port <= 65535:
+        p.add("sft.master_port", f"{f.master_port} is not a TCP port", "use e.g. 29500")
+    if f.node_rank is not None:
+        _at_least(p, "sft.node_rank", f.node_rank, 0)
+    if f.dataset is not None and not f.dataset.strip():
+        p.add("sft.dataset", "is empty", "use null (the traces stage) or a path / hub id")
+    res = cfg.model.resources
+    for key in ("nnodes", "gpus_per_node", "sft_per_device_batch", "sft_gradient_accumulation"):
+        _at_least(p, f"model.resources.{key}", getattr(res, key), 1)
+    _at_least(p, "model.resources.sft_cutoff_len", res.sft_cutoff_len, 16)
+    if res.zero_stage not in ZERO_STAGES:
+        p.add("model.resources.zero_stage", f"{res.zero_stage} is not one of {', '.join(map(str, ZERO_STAGES))}",
+              "use 0 (no DeepSpeed), 2 or 3")
 
     rl = cfg.rl
     _one_of(p, "rl.backend", rl.backend, RL_BACKENDS)
