@@ -5,9 +5,11 @@ Run::
     python benchmarks/traces_throughput.py                    # 8,000 and 80,000 questions
     python benchmarks/traces_throughput.py --questions 2000   # 2,000 and 20,000 (quicker)
     python benchmarks/traces_throughput.py --formats '*C_full' 0C '*C*IC' '*CC'
+    python benchmarks/traces_throughput.py --kept-flags       # as on the reflect stage's artifact
 
 A synthetic raw dataset in the paper's published shape (no ``question_id``, no kept flags,
-so the verdict filter runs inside the builder, as for a published dataset): Q questions x 4
+so the verdict filter runs inside the builder, as for a published dataset; ``--kept-flags``
+adds the reflect stage's ``reflection_kept`` column instead): Q questions x 4
 prompt variants x 4 samples = 16 completions per question, 4 reflections per completion,
 about 40% of completions correct and 70% of verdicts agreeing with the verifier. The timed
 part is ``rows_from_table`` (arrow -> Python lists) plus ``build_traces`` (filter, group,
@@ -35,7 +37,8 @@ sys.path.insert(0, str(REPO))
 VARIANTS = ("original", "plan_and_execute", "alternatively", "rephrase")
 
 
-def synthetic_table(questions: int, samples_per_variant: int = 4, reflections: int = 4, seed: int = 0):
+def synthetic_table(questions: int, samples_per_variant: int = 4, reflections: int = 4, seed: int = 0,
+                    kept_flags: bool = False):
     """A raw table in the paper's column names, built deterministically from ``seed``."""
     import random
 
@@ -45,7 +48,7 @@ def synthetic_table(questions: int, samples_per_variant: int = 4, reflections: i
 
     rng = random.Random(seed)
     cols: dict[str, list] = {rd.QUESTION: [], rd.ANSWER: [], rd.PROMPT_VARIANT: [], rd.COMPLETION: [],
-                             rd.IS_CORRECT: [], rd.EXTRACTED: [], rd.REFLECTIONS: []}
+                             rd.IS_CORRECT: [], rd.EXTRACTED: [], rd.REFLECTIONS: [], rd.REFLECTION_KEPT: []}
     for q in range(questions):
         a, b, c = rng.randint(1, 99), rng.randint(1, 99), rng.randint(1, 99)
         target = a * b + c
@@ -57,9 +60,10 @@ def synthetic_table(questions: int, samples_per_variant: int = 4, reflections: i
                 expr = f"({a} * {b}) + {c}" if correct else f"({a} + {b}) * {c}"
                 text = (f"First, {a} * {b} = {a * b}. Then I add {c} to reach the target. Let me check: "
                         f"{a * b} + {c} = {a * b + c}. Every number is used once.\n<answer>{expr}</answer>")
-                refl = []
+                refl, kept = [], []
                 for _ in range(reflections):
                     agree = rng.random() < 0.7
+                    kept.append(agree)
                     says = correct if agree else not correct
                     refl.append(f"Recomputing {expr}: each number appears once and the operations are allowed. "
                                 f"<verdict>{'Correct' if says else 'Incorrect'}</verdict>")
@@ -70,6 +74,9 @@ def synthetic_table(questions: int, samples_per_variant: int = 4, reflections: i
                 cols[rd.IS_CORRECT].append([correct])
                 cols[rd.EXTRACTED].append([expr])
                 cols[rd.REFLECTIONS].append(refl)
+                cols[rd.REFLECTION_KEPT].append(kept)
+    if not kept_flags:
+        del cols[rd.REFLECTION_KEPT]
     return pa.table(cols)
 
 
@@ -81,7 +88,7 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(questions: int, formats: list[str], n_samples: int) -> dict:
+def child(questions: int, formats: list[str], n_samples: int, kept_flags: bool) -> dict:
     from omegaconf import OmegaConf
 
     from skill_factory.tracebuild import (
@@ -91,7 +98,7 @@ def child(questions: int, formats: list[str], n_samples: int) -> dict:
         rows_from_table,
     )
 
-    table = synthetic_table(questions)
+    table = synthetic_table(questions, kept_flags=kept_flags)
     phrases = PhrasePools.from_config(OmegaConf.load(REPO / "conf" / "phrases" / "default.yaml"))
     options = TraceOptions(formats=tuple(formats), n_samples=n_samples, seed=0)
     before = _rss_mb()
@@ -111,17 +118,20 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8000, help="the small size; the large one is 10x")
     parser.add_argument("--formats", nargs="+", default=["*C_full"])
     parser.add_argument("--n-samples", type=int, default=5)
+    parser.add_argument("--kept-flags", action="store_true", help="input carries reflection_kept flags")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.formats, args.n_samples)))
+        print(json.dumps(child(args.child, args.formats, args.n_samples, args.kept_flags)))
         return
     results = []
     for q in (args.questions, 10 * args.questions):
         proc = subprocess.run([sys.executable, __file__, "--child", str(q), "--n-samples", str(args.n_samples),
-                               "--formats", *args.formats], capture_output=True, text=True, check=True)
+                               *(["--kept-flags"] if args.kept_flags else []), "--formats", *args.formats],
+                              capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"formats={args.formats} N={args.n_samples}; 16 completions x 4 reflections per question")
+    keep = "reflection_kept flags" if args.kept_flags else "verdict filter in the builder"
+    print(f"formats={args.formats} N={args.n_samples}; 16 completions x 4 reflections per question; {keep}")
     print(f"{'questions':>10} {'completions':>12} {'rows':>9} {'wall s':>8} {'rows/s':>9} "
           f"{'compl/s':>10} {'peak MB':>9} {'build MB':>9}")
     for r in results:
