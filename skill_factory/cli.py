@@ -76,7 +76,16 @@ def run(cfg: SkillFactoryConfig, job_name: str = "skillfactory") -> dict:
     if not cfg.stages:
         log.info("no stages selected (stages=[]): nothing to run")
     tracker = make_tracker(cfg.logger, run_dir, job_name, cfg)
-    runner = Runner(cfg, Path(cfg.paths.artifacts), on_stage_done=tracker.stage_done)
+
+    def stage_done(art, status: str) -> None:
+        tracker.stage_done(art, status)
+        if art.stage == "eval" and status == "cached":
+            # a cached evaluation still gets its report in this run's directory
+            from skill_factory.stages.eval import publish_artifact
+
+            publish_artifact(art, run_dir)
+
+    runner = Runner(cfg, Path(cfg.paths.artifacts), on_stage_done=stage_done)
     ok = False
     try:
         runner.run()

@@ -75,13 +75,17 @@ class ResourcesConfig:
     sft_cutoff_len: int = 16384
     # DeepSpeed ZeRO stage for SFT (0 = no DeepSpeed)
     zero_stage: int = 2
-    # verl
+    # verl (GRPO): sequences per GPU per forward/backward pass of the actor, and per forward
+    # pass when computing log-probabilities (reference policy, rollout recompute)
     rl_micro_batch_per_gpu: int = 1
     rl_log_prob_micro_batch_per_gpu: int = 2
+    # vLLM rollouts: GPUs per model replica, and the share of GPU memory vLLM may take
     rollout_tensor_parallel_size: int = 1
     rollout_gpu_memory_utilization: float = 0.8
+    # FSDP CPU offload of the actor's parameters / optimizer state, and of the reference policy
     param_offload: bool = False
     optimizer_offload: bool = False
+    ref_param_offload: bool = False
 
 
 @dataclass
@@ -358,38 +362,263 @@ class SFTConfig:
         return source_identity(self.dataset, self.dataset_split, self.dataset_revision)
 
 
+# verl settings that decide where the run happens and how it is logged, not what it trains;
+# kept out of the rl artifact's fingerprint (see RLConfig.output_settings)
+VERL_LAUNCH_ONLY = ("ray_address", "ray_port", "experiment_name")
+# TRL settings of the same kind
+TRL_LAUNCH_ONLY = ("torch_threads", "logging_steps")
+
+
+@dataclass
+class RLDataConfig:
+    """Which questions become RL prompts, and how they are rendered (both backends).
+
+    Training prompts are questions ``[train_offset, train_offset + train_size)`` of the task's
+    train split, drawn with the run seed like the sample stage's: offset 0 reuses the questions
+    the SFT data was sampled from (the prefix), ``train_offset=<sample.num_questions>`` gives
+    prompts the SFT data never saw. Validation prompts come from the task's val split.
+    """
+
+    # null = task.train_size - train_offset
+    train_size: Optional[int] = None
+    train_offset: int = 0
+    # null = task.val_size
+    val_size: Optional[int] = None
+    # the prompt variant (a key of prompts.variants) every RL prompt is rendered with, as a
+    # chat [system?, user] exactly as the sample stage renders it
+    prompt_variant: str = "original"
+
+
+@dataclass
+class VerlConfig:
+    """verl-only settings (``rl=verl_grpo``): the engine side of the paper's command.
+
+    GPU counts, micro-batches, rollout tensor parallelism, memory share and offload come from
+    the model file (``model.resources``); what is trained comes from the ``rl`` block.
+    """
+
+    # actor / reference training strategy (fsdp, fsdp2)
+    strategy: str = "fsdp2"
+    # rollout engine and its weights dtype
+    rollout_engine: str = "vllm"
+    rollout_dtype: str = "bfloat16"
+    max_num_batched_tokens: int = 16384
+    max_num_seqs: int = 2048
+    gradient_checkpointing: bool = True
+    activation_offload: bool = True
+    remove_padding: bool = True
+    forward_prefetch: bool = True
+    # KL estimator: actor.kl_loss_type (rl.kl_mechanism=loss) or algorithm.kl_penalty
+    # (rl.kl_mechanism=reward); low_var_kl is the clipped k3 estimator GRPO uses
+    kl_estimator: str = "low_var_kl"
+    # verl 0.9 reward wiring: reward.reward_manager.name and reward.custom_reward_function.name
+    # (naive calls the function once per sample: compute_score; the file is rl.reward_file)
+    reward_manager: str = "naive"
+    reward_function: str = "compute_score"
+    # checkpoint every this many training steps (batches), and always at the last step (the
+    # handoff converts that one; verl saves nothing at all with -1); validation every test_freq
+    # steps (-1 = none)
+    save_freq: int = 25
+    # keep only the newest this-many actor checkpoints (null = all: for the 1.5B model each
+    # holds ~18 GB of weights and optimizer state, and 50 epochs save ~60 of them)
+    max_checkpoints: Optional[int] = 2
+    test_freq: int = 25
+    val_before_train: bool = True
+    # convert the final FSDP checkpoint to a Hugging Face folder with verl's model merger
+    merge: bool = True
+    # nodes and GPUs per node; null = model.resources.nnodes / gpus_per_node
+    nnodes: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+    # any other verl override, verbatim (``key=value``; ``+key=value`` adds a key verl's config
+    # lacks); checked by composing verl's own config in the pre-flight, so a typo fails there.
+    # On the command line quote the items: "rl.verl.extra_overrides=['a.b=1']"
+    extra_overrides: List[str] = field(default_factory=list)
+    # --- launch only (not part of the fingerprint) ---
+    # Ray head "host:port" of a running cluster (multi-node); null = RAY_ADDRESS, else the first
+    # host of the Slurm allocation at ray_port, else (one node) a local Ray verl starts itself
+    ray_address: Optional[str] = None
+    ray_port: int = 6379
+    # verl's trainer.experiment_name (its project is logger.wandb.project); null =
+    # <model.name>-rl-<artifact fingerprint>
+    experiment_name: Optional[str] = None
+
+
+@dataclass
+class TRLConfig:
+    """TRL-only settings (``rl=trl_grpo``): GRPO on one machine, CPU capable."""
+
+    # completions per forward/backward pass; must divide rl.ppo_mini_batch_size * rl.rollout_n
+    micro_batch_size: int = 8
+    # stop after this many optimizer steps (null = rl.total_epochs decides)
+    max_steps: Optional[int] = None
+    use_cpu: bool = True
+    # TRL's loss aggregation; dapo = mean over every token of the optimizer step's
+    # completions, which is verl's token-mean
+    loss_type: str = "dapo"
+    # also save a checkpoint every this many steps (null = only the final model)
+    save_steps: Optional[int] = None
+    # any other trl.GRPOConfig argument, verbatim (checked by GRPOConfig itself)
+    extra: Dict[str, Any] = field(default_factory=dict)
+    # --- launch only (not part of the fingerprint) ---
+    # torch threads of the training process (null = torch's default)
+    torch_threads: Optional[int] = 1
+    logging_steps: int = 1
+
+
 @dataclass
 class RLConfig:
+    """The rl stage: GRPO from the SFT checkpoint, with verl (GPUs) or TRL (CPU).
+
+    The GRPO hyper-parameters are shared by both backends and use verl's meaning: batches
+    count prompts, each answered ``rollout_n`` times.
+    """
+
     # "verl" (GPU, multi-node) or "trl" (single machine, CPU capable)
     backend: str = "verl"
+    # verl's algorithm.adv_estimator (grpo; TRL implements grpo only)
     adv_estimator: str = "grpo"
+    # completions per prompt (the GRPO group)
     rollout_n: int = 16
+    # prompts per training step (one rollout batch)
     train_batch_size: int = 256
+    # prompts per optimizer update (train_batch_size / ppo_mini_batch_size updates per step)
     ppo_mini_batch_size: int = 32
     learning_rate: float = 1.0e-6
     total_epochs: int = 50
     max_prompt_length: int = 512
     max_response_length: int = 4096
-    # KL regulariser: "loss" (KL term in the actor loss), "reward" (KL penalty in the
-    # reward) or "none"; the coefficient applies to the chosen mechanism only
+    # rollout sampling
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # KL regulariser towards the initial policy: "loss" (a KL term in the actor loss, GRPO's
+    # formulation), "reward" (a KL penalty subtracted from the reward, PPO's) or "none"; the
+    # coefficient applies to the chosen mechanism only
     kl_mechanism: str = "loss"
     kl_coef: float = 0.001
-    # checkpoint to start from (null = the sft stage's checkpoint of this run)
+    # the reward file both backends load by path (null = rewards/answer_tag.py of this
+    # checkout) and its keyword arguments (e.g. format_score: 0.1 credits a tagged wrong answer)
+    reward_file: Optional[str] = None
+    reward_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # where training starts: null = the sft stage's checkpoint of this run; "base" = the base
+    # model (model.path, or the bootstrap stage's model: the paper's RL-only baseline); else a
+    # local Hugging Face folder or a hub id
     init_checkpoint: Optional[str] = None
+    # write the data, the exact command and files, run the pre-flight, and do not train
     dry_run: bool = False
+    data: RLDataConfig = field(default_factory=RLDataConfig)
+    verl: VerlConfig = field(default_factory=VerlConfig)
+    trl: TRLConfig = field(default_factory=TRLConfig)
+
+    @property
+    def output_settings(self) -> dict:
+        """The settings that decide what the rl stage produces (the runner hashes this key).
+
+        The shared GRPO settings, the data, and the active backend's block without its
+        launch-only fields; a local ``init_checkpoint`` adds its files' sizes and mtimes so a
+        rewritten folder changes the fingerprint.
+        """
+        from dataclasses import asdict
+
+        out = {k: v for k, v in asdict(self).items() if k not in ("verl", "trl")}
+        if self.backend == "verl":
+            out["verl"] = {k: v for k, v in asdict(self.verl).items() if k not in VERL_LAUNCH_ONLY}
+        else:
+            out["trl"] = {k: v for k, v in asdict(self.trl).items() if k not in TRL_LAUNCH_ONLY}
+        if self.init_checkpoint not in (None, "base"):
+            from pathlib import Path
+
+            path = Path(self.init_checkpoint).expanduser()
+            if path.is_dir():
+                out["init_checkpoint_files"] = {
+                    f.name: [f.stat().st_size, int(f.stat().st_mtime)]
+                    for f in sorted(path.iterdir()) if f.is_file()}
+        return out
+
+
+@dataclass
+class EvalTaskConfig:
+    """One entry of an evaluation suite (``eval.tasks.<entry>``): a task and its test questions.
+
+    The entry key names the row of the report (``countdown_5``); ``task`` is the registry name,
+    so one task can appear several times with different parameters.
+    """
+
+    # registry name: countdown, longmult, letter_countdown, acronym, gsm8k, csqa
+    task: str = MISSING
+    # parameters of the task's params dataclass (e.g. num_numbers: 5, digits: 3, path: x.jsonl);
+    # for the training task they override its block (task.<name>), so the test split keeps the
+    # training run's partition and Countdown test targets stay held out from training targets
+    params: Dict[str, Any] = field(default_factory=dict)
+    # test questions (0 = every record of a loaded task such as gsm8k / csqa)
+    size: int = 250
+    # user prompt template with the task's placeholders; null = for the training task the
+    # prompt variant eval.prompt_variant (what the model was trained on), else the task's own
+    template: Optional[str] = None
+
+
+@dataclass
+class BudgetMarker:
+    """Where a response closes its reasoning, for budget forcing."""
+
+    text: str = MISSING
+    # true: the cut keeps the marker (a final </answer> stays, the model goes on after it);
+    # false: the cut removes it (a </think> is taken back, the model keeps thinking)
+    keep: bool = False
+
+
+@dataclass
+class BudgetForcingConfig:
+    """s1-style budget forcing (``skill_factory.evaluation.budget``); off while budgets is []."""
+
+    # thinking-token budgets of the sweep (a budget <= 0 forces the answer at once)
+    budgets: List[int] = field(default_factory=list)
+    # continuation rounds R: how often a response that closes early is made to go on
+    max_rounds: int = 2
+    # suite entries to force, by entry key or task name ([] = every entry)
+    tasks: List[str] = field(default_factory=list)
+    # decoding of the sweep: greedy, or sampled (eval.n samples at eval.temperature)
+    decoding: str = "greedy"
+    # markers tried in order; the last occurrence of the first one present is the cut point
+    # (none present: the end of the response)
+    markers: List[BudgetMarker] = field(default_factory=lambda: [
+        BudgetMarker("</think>", keep=False), BudgetMarker("</answer>", keep=True)])
+    # phrase appended at round r: continuation[r % len]
+    continuation: List[str] = field(default_factory=lambda: ["Wait"])
+    # text between the cut response and the continuation phrase
+    separator: str = "\n"
+    # when the budget is spent (or no final answer came): think_close if a think block is
+    # open ("" = never), then force_answer, then up to answer_max_new_tokens until answer_close
+    think_open: str = "<think>"
+    think_close: str = "</think>"
+    force_answer: str = "\n\n<answer>\n"
+    answer_close: str = "</answer>"
+    answer_max_new_tokens: int = 64
 
 
 @dataclass
 class EvalConfig:
-    # registry names of the tasks to evaluate, with per-task parameters
-    tasks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    # which model: base, sft, rl, or a path / hub id
+    """The eval stage (``skill_factory.stages.eval``): suites in ``conf/eval/``."""
+
+    # suite name, shown in reports
+    suite: str = "custom"
+    # suite entries: entry key -> task, parameters, size
+    tasks: Dict[str, EvalTaskConfig] = field(default_factory=dict)
+    # which model: base, sft, rl (this run's checkpoints), or a path / hub id
     model: str = "rl"
-    # samples per question (n=1 with temperature 0 is greedy)
+    # decoding: temperature 0 = greedy only (n must be 1); temperature > 0 = n samples per
+    # question ("sampled"), plus a greedy pass when greedy is true
+    greedy: bool = True
     n: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 4096
+    # pass@k reported for these k (those <= n; unbiased estimator)
+    pass_k: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    # prompt variant (prompts.variants) for the training task's entries (null = task.template)
+    prompt_variant: Optional[str] = "original"
+    # seed of the generated test questions (fixed, so every run answers the same questions)
+    question_seed: int = 0
+    budget_forcing: BudgetForcingConfig = field(default_factory=BudgetForcingConfig)
 
 
 @dataclass

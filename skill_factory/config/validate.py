@@ -27,6 +27,7 @@ ZERO_STAGES = (0, 2, 3)
 RL_BACKENDS = ("verl", "trl")
 KL_MECHANISMS = ("loss", "reward", "none")
 EVAL_MODELS = ("base", "sft", "rl")
+EVAL_DECODINGS = ("greedy", "sampled")
 LOGGERS = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -164,15 +165,85 @@ def check_sections(cfg: SkillFactoryConfig, p: Problems) -> None:
     _at_least(p, "rl.kl_coef", rl.kl_coef, 0)
     _at_least(p, "rl.max_prompt_length", rl.max_prompt_length, 1)
     _at_least(p, "rl.max_response_length", rl.max_response_length, 1)
+    _at_least(p, "rl.temperature", rl.temperature, 0)
+    if not 0 < rl.top_p <= 1:
+        p.add("rl.top_p", f"must be in (0, 1], got {rl.top_p}", "use a value such as 1.0 or 0.95")
+    if rl.init_checkpoint is not None and not rl.init_checkpoint.strip():
+        p.add("rl.init_checkpoint", "is empty", "use null (the sft checkpoint), base, or a path / hub id")
+    d = rl.data
+    if d.train_size is not None:
+        _at_least(p, "rl.data.train_size", d.train_size, 1)
+    _at_least(p, "rl.data.train_offset", d.train_offset, 0)
+    if d.val_size is not None:
+        _at_least(p, "rl.data.val_size", d.val_size, 0)
+    if rl.backend == "trl":
+        if rl.adv_estimator != "grpo":
+            p.add("rl.adv_estimator", f"TRL implements GRPO only, got '{rl.adv_estimator}'",
+                  "use rl.adv_estimator=grpo, or rl=verl_grpo")
+        if rl.kl_mechanism == "reward":
+            p.add("rl.kl_mechanism", "TRL has no KL-in-reward penalty",
+                  "use loss (TRL's beta) or none, or rl=verl_grpo")
+        t = rl.trl
+        _at_least(p, "rl.trl.micro_batch_size", t.micro_batch_size, 1)
+        per_update = rl.ppo_mini_batch_size * rl.rollout_n
+        if t.micro_batch_size >= 1 and per_update % t.micro_batch_size:
+            p.add("rl.trl.micro_batch_size", f"{t.micro_batch_size} does not divide the completions of one "
+                  f"update (rl.ppo_mini_batch_size x rl.rollout_n = {per_update})",
+                  "choose a micro-batch that divides it")
+        for key in ("max_steps", "save_steps", "torch_threads"):
+            if getattr(t, key) is not None:
+                _at_least(p, f"rl.trl.{key}", getattr(t, key), 1)
+        _at_least(p, "rl.trl.logging_steps", t.logging_steps, 1)
+    else:
+        v = rl.verl
+        for key in ("nnodes", "gpus_per_node"):
+            if getattr(v, key) is not None:
+                _at_least(p, f"rl.verl.{key}", getattr(v, key), 1)
+        for key in ("max_num_batched_tokens", "max_num_seqs"):
+            _at_least(p, f"rl.verl.{key}", getattr(v, key), 1)
+        if v.save_freq < 1:
+            p.add("rl.verl.save_freq", f"must be >= 1, got {v.save_freq} (verl then saves no checkpoint, "
+                  "and the handoff needs the last one)", "use e.g. 25 (the last step always saves)")
+        if v.max_checkpoints is not None:
+            _at_least(p, "rl.verl.max_checkpoints", v.max_checkpoints, 1)
+        if not 1 <= v.ray_port <= 65535:
+            p.add("rl.verl.ray_port", f"{v.ray_port} is not a TCP port", "use e.g. 6379")
+        for i, item in enumerate(v.extra_overrides):
+            if "=" not in item or item.startswith(("=", "~")) or not item.split("=", 1)[0].strip("+"):
+                p.add(f"rl.verl.extra_overrides[{i}]", f"'{item}' is not a key=value override",
+                      "write e.g. actor_rollout_ref.actor.clip_ratio_high=0.28 (+key=value adds a key)")
+    res = cfg.model.resources
+    for key in ("rl_micro_batch_per_gpu", "rl_log_prob_micro_batch_per_gpu", "rollout_tensor_parallel_size"):
+        _at_least(p, f"model.resources.{key}", getattr(res, key), 1)
+    if not 0 < res.rollout_gpu_memory_utilization <= 1:
+        p.add("model.resources.rollout_gpu_memory_utilization",
+              f"must be in (0, 1], got {res.rollout_gpu_memory_utilization}", "use e.g. 0.6")
 
     e = cfg.eval
-    if not e.model:
+    if not e.model or not e.model.strip():
         p.add("eval.model", "is empty", f"use one of {', '.join(EVAL_MODELS)} or a path / hub id")
     _at_least(p, "eval.n", e.n, 1)
     _sampling(p, "eval", e.temperature, e.top_p, e.max_new_tokens)
     if e.temperature == 0 and e.n > 1:
         p.add("eval.n", f"greedy decoding (temperature 0) gives {e.n} identical samples",
               "set eval.n=1 for greedy, or a temperature > 0 for sampling")
+    for i, k in enumerate(e.pass_k):
+        _at_least(p, f"eval.pass_k[{i}]", k, 1)
+    _at_least(p, "eval.question_seed", e.question_seed, 0)
+    bf = e.budget_forcing
+    _at_least(p, "eval.budget_forcing.max_rounds", bf.max_rounds, 0)
+    _at_least(p, "eval.budget_forcing.answer_max_new_tokens", bf.answer_max_new_tokens, 1)
+    _one_of(p, "eval.budget_forcing.decoding", bf.decoding, EVAL_DECODINGS)
+    if bf.budgets and bf.decoding == "sampled" and e.temperature == 0:
+        p.add("eval.budget_forcing.decoding", "sampled needs eval.temperature > 0",
+              "use greedy, or set eval.temperature (and eval.n)")
+    if len(set(bf.budgets)) != len(bf.budgets):
+        p.add("eval.budget_forcing.budgets", "lists a budget twice", "list each budget once")
+    if bf.max_rounds > 0 and not [c for c in bf.continuation if c]:
+        p.add("eval.budget_forcing.continuation", "has no phrase", 'give one or more, e.g. ["Wait"]')
+    for i, m in enumerate(bf.markers):
+        if not m.text:
+            p.add(f"eval.budget_forcing.markers[{i}].text", "is empty", "give the marker text, e.g. </think>")
 
     lg = cfg.logger
     _one_of(p, "logger.name", lg.name, LOGGERS)
@@ -184,7 +255,10 @@ def validate(cfg: SkillFactoryConfig, registry=None) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg`` (or return quietly)."""
     from skill_factory import pipeline
 
-    registry = pipeline.REGISTRY if registry is None else registry
+    if registry is None:
+        import skill_factory.stages  # noqa: F401 - the built-in stages register on import
+
+        registry = pipeline.REGISTRY
     p = Problems()
     check_sections(cfg, p)
     known = pipeline.order_stages(registry)

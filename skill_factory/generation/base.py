@@ -127,17 +127,31 @@ class Backend(ABC):
         self.max_length = int(model_cfg.max_length)
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=bool(model_cfg.trust_remote_code))
 
-    def encode(self, conversations: Sequence[Conversation]) -> list[list[int]]:
+    def encode(self, conversations: Sequence[Conversation],
+               prefixes: Optional[Sequence[str]] = None) -> list[list[int]]:
         from skill_factory.generation.chat import encode_chat
 
-        return [encode_chat(self.tokenizer, conv, source=self.model_path) for conv in conversations]
+        ids = [encode_chat(self.tokenizer, conv, source=self.model_path) for conv in conversations]
+        if prefixes is None:
+            return ids
+        if len(prefixes) != len(ids):
+            raise ValueError(f"got {len(prefixes)} prefixes for {len(ids)} conversations")
+        return [p + (self.tokenizer(x, add_special_tokens=False)["input_ids"] if x else [])
+                for p, x in zip(ids, prefixes)]
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling, *,
                  seeds: Optional[Sequence[int]] = None,
-                 on_progress: Optional[ProgressFn] = None) -> GenerationResult:
-        """n completions for each conversation (rendered with the model's chat template)."""
+                 on_progress: Optional[ProgressFn] = None,
+                 prefixes: Optional[Sequence[str]] = None) -> GenerationResult:
+        """n completions for each conversation (rendered with the model's chat template).
+
+        ``prefixes[i]``, when given, is text the assistant turn of conversation ``i`` already
+        starts with: it is tokenized after the rendered prompt and generation continues it;
+        completions hold only the new text. Budget forcing (``skill_factory.evaluation``)
+        continues a cut response this way, on any backend, since both take token ids.
+        """
         start = time.perf_counter()
-        prompts = self.encode(conversations)
+        prompts = self.encode(conversations, prefixes)
         seeds = prompt_seeds(seeds, len(prompts), sampling)
         for ids in prompts:
             if len(ids) + sampling.max_new_tokens > self.max_length:

@@ -7,3 +7,5 @@ never at module import, so composing a config or running one stage stays fast.
 from skill_factory.stages import bootstrap, reflect, sample  # noqa: F401  (register)
 from skill_factory.stages import sft  # noqa: F401  (register)
 from skill_factory.stages import traces  # noqa: F401  (register)
+from skill_factory.stages import rl  # noqa: F401  (register)
+from skill_factory.stages import eval  # noqa: F401,A004  (register)

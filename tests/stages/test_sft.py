@@ -164,7 +164,7 @@ def test_brought_data_is_validated_up_front(cfg_for, tmp_path):
 def test_config_problems_are_collected(cfg_for):
     text = problems_of(cfg_for("stages=[sft]", "sft.cutoff_len=4096", "sft.zero_stage=2", "+sft.extra.output_dir=/x",
                                "+sft.extra.learning_rate=1"))
-    assert "sft.cutoff_len: 4096 is longer than model.max_length=1024" in text
+    assert "sft.cutoff_len: 4096 is longer than model.max_length=512" in text
     assert "sft.zero_stage: DeepSpeed needs GPUs" in text
     assert "sft.extra.output_dir: is written by the sft stage itself" in text
     assert "sft.extra.learning_rate: is written by the sft stage itself (fix: use sft.learning_rate)" in text
