@@ -62,7 +62,7 @@ def half_right_model(tmp_path_factory):
         mask[i, :len(row)] = 1
         labels[i, start:len(row)] = torch.tensor(row[start:])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
+    for _ in range(120):
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -105,7 +105,7 @@ def test_trl_settings_errors_are_listed(make_cfg):
         validate(cfg)
     assert [p.key for p in info.value.problems] == ["rl.adv_estimator", "rl.kl_mechanism", "rl.trl.micro_batch_size"]
     # the stage's own checks run when the sections are sound, and only when rl runs
-    cfg = make_cfg("rl=trl_grpo", "rl.data.prompt_variant=nope", "rl.init_checkpoint=base")
+    cfg = make_cfg("rl=trl_grpo", "rl.data.prompt_variant=nope", "rl.init_checkpoint=base", "stages=[]")
     validate(cfg)
     cfg.stages = ["rl"]
     with pytest.raises(ConfigError, match=r"rl.data.prompt_variant: 'nope' is not a prompt variant"):
