@@ -40,3 +40,23 @@ def check_model(cfg, problems) -> None:
     if cfg.model.path is None and cfg.model.bootstrap is None:
         problems.add("model.path", f"model '{cfg.model.name}' has neither a path nor a bootstrap recipe",
                      "set model.path to a hub id or a local model directory")
+
+
+def trained_checkpoint(artifact, missing_hint: str = "") -> str:
+    """The model folder a training stage (sft, rl, or a plugin's) recorded in its manifest
+    counts: ``checkpoint_dir`` (relative to the artifact) or ``checkpoint`` (a path).
+
+    A dry run holds no checkpoint, and a folder deleted after the stage finished is an
+    error here rather than a confusing load failure in the next stage.
+    """
+    stage, counts = getattr(artifact, "stage", "stage"), artifact.counts
+    if counts.get("dry_run"):
+        raise SkillFactoryError(f"{stage}: the {stage} artifact {artifact.path} is a dry run and holds no "
+                                f"checkpoint (fix: run the {stage} stage with {stage}.dry_run=false)")
+    rel, absolute = counts.get("checkpoint_dir"), counts.get("checkpoint")
+    if rel is None and absolute is None:
+        raise SkillFactoryError(f"{stage}: the manifest of {artifact.path} names no checkpoint{missing_hint}")
+    path = Path(artifact.path) / rel if rel is not None else Path(absolute)
+    if not path.is_dir():
+        raise SkillFactoryError(f"{stage}: checkpoint {path} is missing (the artifact was changed after it finished)")
+    return str(path)

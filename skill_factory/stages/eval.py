@@ -40,7 +40,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from skill_factory.errors import SkillFactoryError
 from skill_factory.models import base_model_path, check_model, model_upstream
 from skill_factory.pipeline import stage
 from skill_factory.stages.sample import MODEL_OUTPUT_KEYS, _task_keys
@@ -66,19 +65,10 @@ def eval_upstream(cfg) -> tuple[str, ...]:
 
 
 def checkpoint_from_manifest(artifact) -> str:
-    """The checkpoint folder a training stage's artifact names in its manifest counts:
-    ``checkpoint_dir`` (relative to the artifact) or ``checkpoint`` (a path)."""
-    counts = artifact.counts
-    if counts.get("dry_run"):
-        raise SkillFactoryError(f"eval.model: the {artifact.stage} artifact {artifact.path} is a dry run and "
-                                f"holds no checkpoint (fix: run {artifact.stage} with {artifact.stage}.dry_run=false)")
-    rel = counts.get("checkpoint_dir")
-    path = Path(artifact.path) / rel if rel else (Path(counts["checkpoint"]) if counts.get("checkpoint") else None)
-    if path is None:
-        raise SkillFactoryError(f"eval.model: the manifest of {artifact.path} names no checkpoint")
-    if not path.is_dir():
-        raise SkillFactoryError(f"eval.model: checkpoint {path} is missing (the artifact changed after it finished)")
-    return str(path)
+    """The checkpoint folder a training stage's artifact names in its manifest counts."""
+    from skill_factory.models import trained_checkpoint
+
+    return trained_checkpoint(artifact)
 
 
 def eval_model_path(cfg, inputs) -> str:

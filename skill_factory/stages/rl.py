@@ -276,16 +276,7 @@ def rl(ctx) -> dict:
 
 def rl_checkpoint(artifact) -> str:
     """The Hugging Face model folder an rl artifact produced (what the eval stage loads)."""
-    counts = artifact.counts
-    if counts.get("dry_run"):
-        raise SkillFactoryError(f"rl: the rl artifact {artifact.path} is a dry run and holds no checkpoint "
-                                "(fix: run the rl stage with rl.dry_run=false)")
-    rel = counts.get("checkpoint_dir")
-    if rel is None:
-        raise SkillFactoryError(f"rl: the manifest of {artifact.path} names no Hugging Face checkpoint "
-                                "(rl.verl.merge=false leaves only the FSDP checkpoint: convert it with "
-                                "python -m verl.model_merger merge --backend fsdp)")
-    path = Path(artifact.path) / rel
-    if not path.is_dir():
-        raise SkillFactoryError(f"rl: checkpoint {path} is missing (the artifact was changed after it finished)")
-    return str(path)
+    from skill_factory.models import trained_checkpoint
+
+    return trained_checkpoint(artifact, " (rl.verl.merge=false leaves only the FSDP checkpoint: convert it "
+                                        "with python -m verl.model_merger merge --backend fsdp)")

@@ -527,14 +527,6 @@ def sft(ctx) -> dict:
 
 def sft_checkpoint(artifact) -> str:
     """The model folder an sft artifact produced (what the rl and eval stages load)."""
-    counts = artifact.counts
-    if counts.get("dry_run"):
-        raise SkillFactoryError(f"sft: the sft artifact {artifact.path} is a dry run and holds no checkpoint "
-                                "(fix: run the sft stage with sft.dry_run=false)")
-    rel = counts.get("checkpoint_dir")
-    if rel is None:
-        raise SkillFactoryError(f"sft: the manifest of {artifact.path} names no checkpoint")
-    path = Path(artifact.path) / rel
-    if not path.is_dir():
-        raise SkillFactoryError(f"sft: checkpoint {path} is missing (the artifact was changed after it finished)")
-    return str(path)
+    from skill_factory.models import trained_checkpoint
+
+    return trained_checkpoint(artifact)

@@ -15,7 +15,6 @@ like a hub model.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
