@@ -40,7 +40,7 @@ from typing import Any, Optional, Sequence
 
 from skill_factory.models import base_model_path, check_model, model_upstream
 from skill_factory.pipeline import stage
-from skill_factory.stages.sample import MODEL_OUTPUT_KEYS, TokenRate, sampling_from
+from skill_factory.stages.sample import MODEL_OUTPUT_KEYS, TokenRate, check_generation_lengths, sampling_from
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,7 @@ def _check(cfg, problems) -> None:
         if "response" not in used:
             problems.add("prompts.reflection", "does not show the response ({response})",
                          "include {response} (and usually {question})")
-    if r.max_new_tokens >= cfg.model.max_length:
-        problems.add("reflect.max_new_tokens", f"{r.max_new_tokens} leaves no room for the prompt within "
-                     f"model.max_length={cfg.model.max_length}", "lower reflect.max_new_tokens")
-    for i, stop in enumerate(r.stop):
-        if not stop:
-            problems.add(f"reflect.stop[{i}]", "is an empty string", "remove it")
+    check_generation_lengths(cfg, problems, "reflect", r)
     if r.input_dataset is not None:
         if not r.input_dataset.strip():
             problems.add("reflect.input_dataset", "is empty", "use null (the sample stage) or a path / hub id")

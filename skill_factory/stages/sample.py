@@ -12,7 +12,7 @@ The task's verifier grades each one. Rows follow the raw-dataset schema of metho
 ``num_tokens``, ``finish_reason``.
 
 Why sharded: a shard is a fixed slice of ``sample.shard_size`` questions, written atomically
-as ``data/train-XXXXX-of-YYYYY.parquet``, so a killed run resumes at the first missing
+as ``data/train-<shard>-of-<shards>.parquet``, so a killed run resumes at the first missing
 shard. Every completion is seeded from (seed, question id, variant, sample index) alone, so
 a resumed run, another shard size or another batch size give the same data; that is also
 why ``shard_size`` and the model's resource settings are not part of the fingerprint.
@@ -101,12 +101,17 @@ def _check(cfg, problems) -> None:
         problems.add("sample.num_questions",
                      f"{s.num_questions} is more than the task's train split (task.train_size={cfg.task.train_size})",
                      "lower sample.num_questions or raise task.train_size")
-    if s.max_new_tokens >= cfg.model.max_length:
-        problems.add("sample.max_new_tokens", f"{s.max_new_tokens} leaves no room for the prompt within "
-                     f"model.max_length={cfg.model.max_length}", "lower sample.max_new_tokens")
-    for i, stop in enumerate(s.stop):
+    check_generation_lengths(cfg, problems, "sample", s)
+
+
+def check_generation_lengths(cfg, problems, key: str, section) -> None:
+    """A stage's ``max_new_tokens`` must leave room for the prompt; stop strings are non-empty."""
+    if section.max_new_tokens >= cfg.model.max_length:
+        problems.add(f"{key}.max_new_tokens", f"{section.max_new_tokens} leaves no room for the prompt within "
+                     f"model.max_length={cfg.model.max_length}", f"lower {key}.max_new_tokens")
+    for i, stop in enumerate(section.stop):
         if not stop:
-            problems.add(f"sample.stop[{i}]", "is an empty string", "remove it")
+            problems.add(f"{key}.stop[{i}]", "is an empty string", "remove it")
 
 
 def sampling_from(section, seed: int, n: int):
