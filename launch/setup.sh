@@ -62,9 +62,12 @@ else
 fi
 
 # The project itself, editable, so conf/ and rewards/ are used from this checkout.
-if ! "$venv/bin/python" -c "import skill_factory, sys; sys.exit(0 if skill_factory.__file__.startswith('$repo/') else 1)" 2>/dev/null; then
+# Both checks run with -I (isolated: the working directory is not on sys.path), or the
+# checkout itself would satisfy `import skill_factory` and the install would be skipped,
+# leaving the console script and runs from other directories without the package.
+if ! "$venv/bin/python" -I -c "import skill_factory, sys; sys.exit(0 if skill_factory.__file__.startswith('$repo/') else 1)" 2>/dev/null; then
   pip_q install --quiet --no-deps -e "$repo"
 fi
-"$venv/bin/python" -c "import skill_factory, transformers, llamafactory, verl, trl, hydra" \
+"$venv/bin/python" -I -c "import skill_factory, transformers, llamafactory, verl, trl, hydra" \
   || { echo "setup: the environment in $venv does not import; see the messages above" >&2; exit 1; }
 echo "setup: ready ($venv)"
