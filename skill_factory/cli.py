@@ -6,8 +6,9 @@
     skillfactory -m traces.formats=[*C_full],[no_reflection]   # a sweep
 
 Why this shape: Hydra composes and type-checks the config (a misspelled key fails here);
-the job converts it to typed objects once, runs ``validate`` (every semantic error at
-once), then the stage runner. A user error ends with one message and exit code 2; in a
+the job puts back the ``???`` (required values) of config files that Hydra's merge drops,
+converts it to typed objects once, runs ``validate`` (every semantic error at once), then
+the stage runner. A user error ends with one message and exit code 2; in a
 multirun a failed job is logged with its output directory and the other jobs go on, and
 the sweep exits non-zero at the end.
 """
@@ -24,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from skill_factory.config.load import to_typed
+from skill_factory.config.load import restore_required, to_typed
 from skill_factory.config.schema import SkillFactoryConfig, register_configs
 from skill_factory.config.validate import validate
 from skill_factory.errors import SkillFactoryError
@@ -102,6 +103,7 @@ def _job(cfg: DictConfig) -> None:
     run_dir = hc.runtime.output_dir
     multirun = hc.mode == RunMode.MULTIRUN
     try:
+        restore_required(cfg, hc.overrides.task, hc.job.config_name)  # a file's ??? the merge dropped
         typed = to_typed(cfg, run_dir=run_dir)
         tree = render_tree(cfg)
         Path(run_dir, "config_tree.txt").write_text(tree)

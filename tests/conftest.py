@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from skill_factory.config.load import to_typed
+from skill_factory.config.load import restore_required, to_typed
 from skill_factory.config.schema import register_configs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +29,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def compose_cfg(overrides=()):
-    """Compose ``conf/config.yaml`` with overrides (the DictConfig, as Hydra builds it)."""
+def compose_cfg(overrides=(), conf=CONF):
+    """Compose ``conf/config.yaml`` with overrides (the DictConfig, as the entrypoint's job
+    gets it: with the ``???`` of config files that nothing supplied put back)."""
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+        restore_required(cfg, list(overrides))
+        return cfg
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,31 +38,16 @@ def test_walk_finds_every_group_and_nested_files():
 
 
 def required_inputs(group: str, option: str) -> list[str]:
-    """Overrides for the values an option file leaves to the user, such as
-    experiment/paper/distill_byo's ``sft.dataset``: each gets a hub-id-shaped placeholder (checked
-    offline), so the rest of the file is still composed and validated. Such a value is ``???``, or
-    ``""`` where a merge would keep the schema's default over ``???`` (OmegaConf merges skip it)."""
+    """Overrides for the values an option file leaves to the user (``???``), such as
+    experiment/paper/distill_byo's ``sft.dataset``: each gets a hub-id-shaped placeholder
+    (checked offline), so the rest of the file is still composed and validated."""
     path = CONF / group / f"{option}.yaml"
     prefix = "" if path.read_text().startswith("# @package _global_") else f"{group}."
     node = OmegaConf.load(path)
-    keys = set(OmegaConf.missing_keys(node))
-    keys |= {k for k in _leaf_keys(node) if OmegaConf.select(node, k) == ""}
-    out = [f"{prefix}{key}=placeholder/{key.split('.')[-1]}" for key in sorted(keys)]
+    out = [f"{prefix}{key}=placeholder/{key.split('.')[-1]}" for key in sorted(OmegaConf.missing_keys(node))]
     for entry in node.get("defaults", []):  # an option built on another of its group (tiny/* twins)
         if isinstance(entry, str) and entry.startswith(f"/{group}/"):
             out += required_inputs(group, entry[len(group) + 2:])
-    return out
-
-
-def _leaf_keys(node, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in node.items_ex(resolve=False) if hasattr(node, "items_ex") else []:
-        if key == "defaults":
-            continue
-        if OmegaConf.is_dict(value):
-            out += _leaf_keys(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}")
     return out
 
 
@@ -78,9 +64,15 @@ def test_every_config_file_composes_and_validates(group, option, make_cfg):
     from test_experiments import recipe_overrides
 
     importlib.import_module("skill_factory.stages")  # the real stage checks, whatever ran before
-    overrides = [f"{group}={option}", *required_inputs(group, option)]
+    overrides = [f"{group}={option}"]
     if group == "model" and option != "tiny":  # as the command the model file opens with
         overrides += recipe_overrides(option)
+    inputs = required_inputs(group, option)
+    if inputs:  # a file's required values: left out, they and only they are named
+        with pytest.raises(ConfigError) as info:
+            make_cfg(*overrides)
+        assert sorted(p.key for p in info.value.problems) == sorted(i.split("=")[0] for i in inputs)
+    overrides += inputs
     cfg = make_cfg(*overrides)
     if not cfg.sft.use_cpu:
         cfg = make_cfg(*overrides, *DRY_RUN)
@@ -126,6 +118,46 @@ def test_plus_override_past_the_schema_is_rejected(make_cfg):
 def test_missing_required_value_is_named(make_cfg):
     with pytest.raises(ConfigError, match=r"model\.name: required value is missing"):
         make_cfg("model.name=???")
+
+
+def test_a_files_required_value_survives_the_merge(make_cfg):
+    """``sft.dataset: ???`` in distill_byo: a plain merge would keep the schema's null (train on
+    the traces stage, i.e. run the whole pipeline instead of the distillation)."""
+    assert OmegaConf.is_missing(compose_cfg(["experiment=paper/distill_byo"]).sft, "dataset")
+    with pytest.raises(ConfigError) as info:
+        make_cfg("experiment=paper/distill_byo")
+    assert [p.key for p in info.value.problems] == ["sft.dataset"]
+    assert "sft.dataset=..." in str(info.value)
+    cfg = make_cfg("experiment=paper/distill_byo", "sft.dataset=path/to/traces.parquet")
+    assert cfg.sft.dataset == "path/to/traces.parquet"
+
+
+def test_any_config_file_can_require_a_value_and_a_later_one_supply_it(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "sft" / "byo.yaml").write_text("# yours\ndefaults:\n  - _schema\n  - _self_\ndataset: ???\n")
+    (conf / "model" / "mine.yaml").write_text("# mine\ndefaults:\n  - _schema\n  - _self_\nname: mine\npath: ???\n")
+    # over a value an earlier file (the sample preset) set, not only over a schema default
+    (conf / "experiment" / "strict.yaml").write_text("# @package _global_\nsample:\n  n: ???\n")
+    # debug/ merges after every group above
+    (conf / "debug" / "give.yaml").write_text(
+        "# @package _global_\nsft:\n  dataset: d\nmodel:\n  path: p\nsample:\n  n: 3\n")
+
+    def missing(*overrides):
+        try:
+            cfg = to_typed(compose_cfg(overrides, conf), run_dir=tmp_path / "run")
+        except ConfigError as exc:
+            return [p.key for p in exc.problems]
+        return cfg
+
+    assert missing("sft=byo") == ["sft.dataset"]
+    assert missing("model=mine") == ["model.path"]
+    assert missing("experiment=strict") == ["sample.n"]
+    assert missing("sft=byo", "model=mine", "experiment=strict") == ["model.path", "sample.n", "sft.dataset"]
+    cfg = missing("sft=byo", "model=mine", "experiment=strict", "debug=give")
+    assert (cfg.sft.dataset, cfg.model.path, cfg.sample.n) == ("d", "p", 3)
+    cfg = missing("sft=byo", "model=mine", "experiment=strict", "sft.dataset=x", "model.path=y", "sample.n=2")
+    assert (cfg.sft.dataset, cfg.model.path, cfg.sample.n) == ("x", "y", 2)
 
 
 def test_validate_lists_every_problem_at_once(make_cfg):
@@ -178,6 +210,20 @@ def test_cli_semantic_errors_one_message_exit_2(tmp_path):
     assert "2 config problem(s)" in text and "sample.n" in text and "sft.warmup_ratio" in text
     assert "Traceback" not in text
     assert not (tmp_path / "outputs" / "artifacts").exists()
+
+
+def test_cli_required_value_one_message_exit_2(tmp_path):
+    out = _cli(["experiment=paper/distill_byo"], tmp_path)
+    assert out.returncode == 2
+    text = out.stdout + out.stderr
+    assert "1 config problem(s)" in text and "sft.dataset: required value is missing" in text
+    assert "sft.dataset=..." in text and "Traceback" not in text
+    assert not (tmp_path / "outputs" / "artifacts").exists()
+    shown = _cli(["experiment=paper/distill_byo", "--cfg", "job"], tmp_path)
+    assert shown.returncode == 0 and "dataset:" in shown.stdout, shown.stderr
+    given = _cli(["experiment=paper/distill_byo", "sft.dataset=path/to/traces.parquet", "stages=[]"], tmp_path)
+    assert given.returncode == 0, given.stderr
+    assert "nothing to run" in given.stdout + given.stderr
 
 
 def test_lock_holds_the_pyproject_engine_pins():

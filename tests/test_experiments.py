@@ -44,12 +44,13 @@ def recipe_overrides(model: str) -> list[str]:
 
 
 def required(family: str, name: str) -> list[str]:
-    """What the user supplies for the values an experiment leaves to them (``sft.dataset`` of
-    distill_byo: ``""`` in the file, since a merge keeps the schema's null over ``???``)."""
+    """What the user supplies for the values an experiment leaves to them (``???`` in the file,
+    such as ``sft.dataset`` of distill_byo)."""
     cfg = OmegaConf.load(EXPERIMENTS / family / f"{name}.yaml")
     if family == "tiny":  # a twin names no values of its own
         cfg = OmegaConf.load(EXPERIMENTS / "paper" / f"{name}.yaml")
-    return [f"{key}={value}" for key, value in USER_INPUTS.items() if OmegaConf.select(cfg, key) == ""]
+    missing = OmegaConf.missing_keys(cfg)
+    return [f"{key}={value}" for key, value in USER_INPUTS.items() if key in missing]
 
 
 @pytest.fixture(autouse=True)
@@ -130,10 +131,10 @@ def test_tiny_twin_is_the_paper_experiment_on_the_tiny_model(name):
 def test_distill_byo_stops_before_any_work_without_a_dataset(family, make_cfg):
     from skill_factory.errors import ConfigError
 
-    cfg = make_cfg(f"experiment={family}/distill_byo", *DRY_RUN)
     with pytest.raises(ConfigError) as info:
-        validate(cfg)
+        make_cfg(f"experiment={family}/distill_byo", *DRY_RUN)
     assert [p.key for p in info.value.problems] == ["sft.dataset"]
+    assert "sft.dataset=" in str(info.value)
 
 
 @pytest.mark.parametrize("model", hub_models())

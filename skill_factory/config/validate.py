@@ -141,7 +141,8 @@ def check_sections(cfg: SkillFactoryConfig, p: Problems) -> None:
     if f.node_rank is not None:
         _at_least(p, "sft.node_rank", f.node_rank, 0)
     if f.dataset is not None and not f.dataset.strip():
-        p.add("sft.dataset", "is empty", "use null (the traces stage) or a path / hub id")
+        p.add("sft.dataset", "is empty", "give a ShareGPT dataset (sft.dataset=path/to/traces.parquet, or a "
+              "hub id), or null to train on the traces stage's output (the pipeline builds it first)")
     res = cfg.model.resources
     for key in ("nnodes", "gpus_per_node", "sft_per_device_batch", "sft_gradient_accumulation"):
         _at_least(p, f"model.resources.{key}", getattr(res, key), 1)
