@@ -112,6 +112,28 @@ def test_trl_settings_errors_are_listed(make_cfg):
         validate(cfg)
 
 
+def test_chat_template_kwargs_reach_trls_prompt_rendering(tmp_path):
+    """TRL 0.24's GRPOTrainer renders prompts with maybe_apply_chat_template({"prompt": p},
+    processing_class) and no template variables; the bound tokenizer passes the model's."""
+    from tiny_lm import DATED_CHAT_TEMPLATE, build_tokenizer
+
+    from skill_factory.generation import chat_messages, render_chat
+
+    trl_grpo.import_trl()
+    from trl.data_utils import maybe_apply_chat_template
+
+    pinned = {"date_string": "26 Jul 2024"}
+    tok = build_tokenizer(chat_template=DATED_CHAT_TEMPLATE)
+    conv = chat_messages("Use [1, 2] to make 3.")
+    expected = render_chat(tok, conv, pinned)
+    assert "Today Date: 26 Jul 2024\n" in expected
+    assert maybe_apply_chat_template({"prompt": conv}, tok)["prompt"] != expected  # today's date
+    trl_grpo.bind_template_kwargs(tok, pinned)
+    assert maybe_apply_chat_template({"prompt": conv}, tok)["prompt"] == expected
+    tok.save_pretrained(tmp_path / "tok")  # the binding is the instance's, not saved with it
+    assert "26 Jul 2024" not in (tmp_path / "tok" / "tokenizer_config.json").read_text()
+
+
 def test_trl_extra_may_not_override_managed_settings(make_cfg, tmp_path):
     from skill_factory.errors import SkillFactoryError
 

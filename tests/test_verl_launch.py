@@ -93,6 +93,39 @@ def test_rl_parquet_loads_through_verls_rlhf_dataset(verl_cfg, tmp_path):
     assert (again / TRAIN_FILE).read_bytes() == (tmp_path / TRAIN_FILE).read_bytes()
 
 
+def test_the_models_chat_template_kwargs_reach_verls_prompt_rendering(verl_cfg, tmp_path):
+    """Llama 3.2's date_string goes to verl's data.apply_chat_template_kwargs, which its
+    RLHFDataset and its rollout's token builder render prompts with: verl's first rollout
+    tokens are then exactly the prompt the sample and eval stages generate from."""
+    from tiny_lm import DATED_CHAT_TEMPLATE, build_tiny_lm
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+    from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
+
+    from skill_factory.generation import encode_chat
+    from skill_factory.rl.data import prompt_token_lengths
+
+    cfg = verl_cfg(model="llama3_2_3b_instruct")
+    pinned = {"date_string": "26 Jul 2024"}
+    assert cfg.model.chat_template_kwargs == pinned
+    ovr = vr.overrides(cfg, paths_for(tmp_path), experiment_name="t", loggers=["console"])
+    assert "+data.apply_chat_template_kwargs.date_string='26 Jul 2024'" in ovr
+    assert not any("apply_chat_template_kwargs" in o for o in
+                   vr.overrides(verl_cfg(), paths_for(tmp_path), experiment_name="t", loggers=["console"]))
+    composed = vr.compose_ppo_trainer(ovr)
+    assert dict(composed.data.apply_chat_template_kwargs) == pinned
+    write_rl_data(cfg, tmp_path)
+    tok = AutoTokenizer.from_pretrained(build_tiny_lm(tmp_path / "dated", chat_template=DATED_CHAT_TEMPLATE))
+    ds = RLHFDataset(data_files=[str(tmp_path / TRAIN_FILE)], tokenizer=tok, config=composed.data)
+    builder = create_continuous_token_builder(tok, hf_model_type="llama",
+                                              chat_template_kwargs=composed.data.apply_chat_template_kwargs)
+    rollout_ids = builder.build_initial_tokens(ds[0]["raw_prompt"])
+    assert rollout_ids == encode_chat(tok, ds[0]["raw_prompt"], template_kwargs=cfg.model.chat_template_kwargs)
+    assert "Today Date: 26 Jul 2024\n" in tok.decode(rollout_ids)
+    # the rl pre-flight measures prompt lengths the same way
+    assert prompt_token_lengths(tmp_path / TRAIN_FILE, tok, pinned)[0] == len(rollout_ids)
+
+
 def test_train_offset_gives_questions_after_the_sft_ones(verl_cfg, tmp_path):
     import pyarrow.parquet as pq
 

@@ -18,6 +18,26 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+# ChatML that, like Llama 3.2's template, always writes a system block with a date: today's
+# (transformers' strftime_now) unless the caller passes the template variable date_string
+DATED_CHAT_TEMPLATE = (
+    "{%- if not date_string is defined -%}{%- set date_string = strftime_now('%d %b %Y') -%}{%- endif -%}"
+    "{%- if messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}"
+    "{%- set messages = messages[1:] -%}{%- else -%}{%- set system = '' -%}{%- endif -%}"
+    "{{- '<|im_start|>system\\nToday Date: ' + date_string + '\\n\\n' + system + '<|im_end|>\\n' -}}"
+    + CHAT_TEMPLATE
+)
+# OLMo 2 Instruct's Tulu format (no LLaMA-Factory template matches it): the template writes
+# bos_token (<|endoftext|>, also the eos) once, then <|system|>/<|user|>/<|assistant|> turns
+TULU_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{% if not loop.last %}"
+    "{{ '<|assistant|>\\n' + message['content'] + eos_token + '\\n' }}"
+    "{% else %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}{% endif %}{% endif %}"
+    "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}{% endfor %}"
+)
 CORPUS = [
     "Use [12, 5, 3] to make 51.", "Plan, then make 51 from [12, 5, 3].",
     "Check this answer. (12 + 5) * 3 = 51 Correct Incorrect",
@@ -26,7 +46,8 @@ CORPUS = [
 ] + [f"{i} + {i} - {i} * {i} / {i} = ( )" for i in range(100)]
 
 
-def build_tokenizer():
+def build_tokenizer(chat_template: str = CHAT_TEMPLATE, eos_token: str = "<|im_end|>",
+                    bos_token: str | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -37,21 +58,22 @@ def build_tokenizer():
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", bos_token=None,
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos_token,
+                                   pad_token="<|endoftext|>", bos_token=bos_token,
                                    additional_special_tokens=["<|im_start|>"])
     fast.add_tokens(TAGS)
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast
 
 
-def build_tiny_lm(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """Write a random Llama model + tokenizer to ``path`` (a few hundred KB)."""
+def build_tiny_lm(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2, **tokenizer_kwargs) -> Path:
+    """Write a random Llama model + tokenizer to ``path`` (a few hundred KB); ``tokenizer_kwargs``
+    go to ``build_tokenizer`` (another chat template, eos or bos)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
-    tok = build_tokenizer()
+    tok = build_tokenizer(**tokenizer_kwargs)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
                          max_position_embeddings=512, eos_token_id=tok.eos_token_id,

@@ -94,12 +94,17 @@ class ModelConfig:
     name: str = MISSING
     # hub id or local directory; null when a stage of this project builds the model
     path: Optional[str] = None
-    # LLaMA-Factory chat template name
-    template: str = "qwen"
+    # LLaMA-Factory chat template name; null = LLaMA-Factory parses the tokenizer's own chat
+    # template (for a model whose format no LLaMA-Factory template matches)
+    template: Optional[str] = "qwen"
     # system prompt the model's own chat template adds when a conversation has none, handed
     # to LLaMA-Factory so SFT renders what generation renders ("" = none; null = the
     # LLaMA-Factory template's default, right for models whose template matches it)
     default_system: Optional[str] = None
+    # variables for the model's own chat template, passed wherever it renders prompts
+    # (sampling, reflection, eval, verl's data.apply_chat_template_kwargs, TRL, the sft
+    # pre-flight), e.g. {date_string: "26 Jul 2024"} pins a template that writes today's date
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
     # longest sequence (prompt + response) the model is used with
     max_length: int = 4096
     # generation backend used by sample/reflect/eval: "hf" (transformers) or "vllm"

@@ -4,10 +4,14 @@ Why the model's template: the sampled answers and reflections must be what the m
 when prompted the way it is trained and used later (SFT with LLaMA-Factory's template of the
 same model family, RL with verl's chat rendering), so prompts are rendered by
 ``tokenizer.apply_chat_template(..., add_generation_prompt=True)`` and tokenized without
-adding special tokens a second time (the template already holds them).
+adding special tokens a second time (the template already holds them). The model config's
+``chat_template_kwargs`` are passed as template variables: Llama 3.2's template writes
+*today's* date (transformers' ``strftime_now``) unless ``date_string`` is given, and SFT
+(LLaMA-Factory's ``default_system``) and RL (verl's ``data.apply_chat_template_kwargs``) pin
+the same variables, so every stage renders one prompt text.
 
     messages = chat_messages("Use [1, 2] to make 3.", system=None)
-    ids = encode_chat(tokenizer, messages)
+    ids = encode_chat(tokenizer, messages, template_kwargs={"date_string": "26 Jul 2024"})
 """
 from __future__ import annotations
 
@@ -40,14 +44,21 @@ def load_tokenizer(model_path: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
+def chat_template_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """The model config's ``chat_template_kwargs`` as a plain dict ({} when unset)."""
+    return dict(getattr(model_cfg, "chat_template_kwargs", None) or {})
+
+
+def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]],
+                template_kwargs: Optional[Mapping[str, Any]] = None) -> str:
     """The prompt text the model sees, ending with the assistant turn's opening."""
     return tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
-                                         add_generation_prompt=True)
+                                         add_generation_prompt=True, **dict(template_kwargs or {}))
 
 
-def encode_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], source: str = "model") -> list[int]:
-    text = render_chat(tokenizer, messages)
+def encode_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], source: str = "model",
+                template_kwargs: Optional[Mapping[str, Any]] = None) -> list[int]:
+    text = render_chat(tokenizer, messages, template_kwargs)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise SkillFactoryError(f"model.path: the chat template of '{source}' rendered an empty prompt")

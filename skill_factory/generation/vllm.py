@@ -3,9 +3,10 @@
 Why this shape: vLLM does its own continuous batching, so the whole call goes to one
 ``LLM.generate`` with one ``SamplingParams`` per prompt (each carrying the prompt's own
 seed, so a completion does not depend on its batch mates). Prompts are rendered with the
-model's chat template by the Hugging Face tokenizer and passed as token ids
-(``{"prompt_token_ids": [...]}``, vLLM's ``TokensPrompt``), so vLLM cannot add a second BOS
-and both backends see byte-identical prompts.
+model's chat template (and ``model.chat_template_kwargs``) by the Hugging Face tokenizer and
+passed as token ids (``{"prompt_token_ids": [...]}``, vLLM's ``TokensPrompt``), so vLLM
+cannot add a second BOS and both backends see byte-identical prompts. (``LLM.chat`` also
+takes ``chat_template_kwargs``, but rendering it ourselves keeps the two backends identical.)
 
 vLLM is the ``gpu`` extra (``pip install skill-factory[gpu]``, pinned to vllm 0.28.0); it is
 imported only when this backend is selected (``model.backend=vllm``). The arguments are

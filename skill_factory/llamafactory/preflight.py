@@ -20,10 +20,21 @@ not have, is the expensive way to find out. So before launching, in this process
    to a copy: the template may not *add* tokens (its stop words and ``<|...|>`` markers must
    already be single tokens; an added token has no trained embedding, or none at all, the
    "index out of range" crash), and, when the tokenizer has a chat template, a sample
-   conversation must encode to exactly the same ids both ways (this catches a wrong
-   ``default_system``: the ``qwen`` template injects a system prompt the tiny model's chat
-   template does not have). The rows checked in 2 are encoded to report token lengths and
-   how many exceed ``cutoff_len``.
+   conversation must encode to exactly the same ids both ways, and the first training row's
+   prompt to exactly the ids generation renders for it (``add_generation_prompt``). This
+   catches a wrong ``default_system`` (the ``qwen`` template injects a system prompt the tiny
+   model's chat template does not have) and a template that renders a system turn otherwise.
+   The model's ``chat_template_kwargs`` are passed to the tokenizer's template, as generation
+   passes them. The rows checked in 2 are encoded to report token lengths and how many
+   exceed ``cutoff_len``.
+
+   ``template: null`` (omitted from the yaml): LLaMA-Factory 0.9.5's
+   ``get_template_and_fix_tokenizer`` then builds the template with ``parse_template`` from
+   the tokenizer's own chat template (slots cut out of renderings of placeholder messages).
+   Its markers are the model's own text, so the added-token and single-token checks do not
+   apply; the exact-ids comparisons do (``parse_template`` is exact for one user/assistant
+   turn, but writes a template-level BOS before a system turn *and* the user turn when the
+   tokenizer's ``encode("")`` has no BOS, which the row check reports).
 
 Every problem found is collected and raised as one ``PreflightError``. A hub tokenizer that
 is not on this machine can be skipped (dry runs on a laptop); the report says so.
@@ -113,12 +124,14 @@ def check_deepspeed(path: str) -> Optional[str]:
 
 def preflight(yaml_path: str | os.PathLike, *, local_files_only: bool = False,
               require_tokenizer: bool = True, strict_template: bool = True,
-              sample_rows: int = 256, export_yaml: str | os.PathLike | None = None) -> dict:
+              sample_rows: int = 256, export_yaml: str | os.PathLike | None = None,
+              chat_template_kwargs: Optional[dict] = None) -> dict:
     """Run the checks on ``yaml_path``; return a report, or raise ``PreflightError``.
 
     ``local_files_only``: never reach the hub for the tokenizer (dry runs);
     ``require_tokenizer``: a tokenizer that cannot be loaded is a problem, not a skip;
-    ``export_yaml``: a LoRA merge config, parsed with LLaMA-Factory's export parser too.
+    ``export_yaml``: a LoRA merge config, parsed with LLaMA-Factory's export parser too;
+    ``chat_template_kwargs``: the model's chat-template variables (``model.chat_template_kwargs``).
     """
     yaml_path = Path(yaml_path)
     problems: list[tuple[str, str]] = []
@@ -142,7 +155,8 @@ def preflight(yaml_path: str | os.PathLike, *, local_files_only: bool = False,
         report["checks"]["parser"] = "ok"
         rows = _check_dataset(data_args, problems, report, sample_rows)
         _check_template(model_args, data_args, rows, problems, report, local_files_only=local_files_only,
-                        require_tokenizer=require_tokenizer, strict=strict_template)
+                        require_tokenizer=require_tokenizer, strict=strict_template,
+                        template_kwargs=dict(chat_template_kwargs or {}))
         if export_yaml is not None:
             from llamafactory.hparams import get_infer_args
 
@@ -252,11 +266,13 @@ def _load_tokenizer(model_args, local_files_only: bool):
 
 
 def _check_template(model_args, data_args, rows: list[dict], problems: list, report: dict, *,
-                    local_files_only: bool, require_tokenizer: bool, strict: bool) -> None:
+                    local_files_only: bool, require_tokenizer: bool, strict: bool,
+                    template_kwargs: Optional[dict] = None) -> None:
     from llamafactory.data import template as lf_template
 
-    name = data_args.template
-    if name not in lf_template.TEMPLATES:
+    name = data_args.template  # None: parsed from the tokenizer's chat template
+    template_kwargs = template_kwargs or {}
+    if name is not None and name not in lf_template.TEMPLATES:
         problems.append(("template", f"'{name}' is not a LLaMA-Factory template (fix: set model.template to one "
                          "of LLaMA-Factory's template names, e.g. qwen, llama3)"))
         return
@@ -274,43 +290,53 @@ def _check_template(model_args, data_args, rows: list[dict], problems: list, rep
             report["checks"]["template"] = f"skipped: {why}"
             log.warning("sft pre-flight: template check skipped (%s)", why)
         return
+    if name is None and not isinstance(tok.chat_template, str):
+        problems.append(("template", f"model.template is null, but the tokenizer of {model_args.model_name_or_path} "
+                         "has no chat template to parse (LLaMA-Factory would fall back to its 'empty' template; "
+                         "fix: set model.template to a LLaMA-Factory template name)"))
+        return
+    label = f"'{name}'" if name is not None else "the template LLaMA-Factory parses from the chat template"
     before = set(tok.get_vocab())
     fixed = copy.deepcopy(tok)
-    saved = lf_template.TEMPLATES[name]
-    lf_template.TEMPLATES[name] = copy.deepcopy(saved)  # get_template_and_fix_tokenizer mutates it
+    saved = lf_template.TEMPLATES.get(name)
+    if name is not None:
+        lf_template.TEMPLATES[name] = copy.deepcopy(saved)  # get_template_and_fix_tokenizer mutates it
     try:
         template = lf_template.get_template_and_fix_tokenizer(fixed, data_args)
     except Exception as exc:  # noqa: BLE001
-        problems.append(("template", f"'{name}' cannot be applied to the tokenizer: {_first_line(exc)}"))
+        problems.append(("template", f"{label} cannot be applied to the tokenizer: {_first_line(exc)}"))
         return
     finally:
-        lf_template.TEMPLATES[name] = saved
-    fix = ("fix: set model.template to the LLaMA-Factory template that matches this model's chat format")
+        if name is not None:
+            lf_template.TEMPLATES[name] = saved
+    fix = ("fix: set model.template to the LLaMA-Factory template that matches this model's chat format, "
+           "or null to parse the tokenizer's own")
     added = sorted(set(fixed.get_vocab()) - before)
     if added:
-        problems.append(("template", f"'{name}' needs tokens the tokenizer of {model_args.model_name_or_path} "
+        problems.append(("template", f"{label} needs tokens the tokenizer of {model_args.model_name_or_path} "
                          f"lacks: {', '.join(added)} (they would get no trained embedding; {fix})"))
         return
-    slots = []
-    for fmt in (template.format_prefix, template.format_system, template.format_user, template.format_assistant):
-        slots += [s for s in getattr(fmt, "slots", []) if isinstance(s, str)]
-    markers = sorted({m for s in slots for m in _MARKER.findall(s)} | set(template.stop_words))
-    split = [m for m in markers if len(fixed.encode(m, add_special_tokens=False)) != 1]
-    if split:
-        problems.append(("template", f"'{name}' writes {', '.join(split)}, which the tokenizer splits into "
-                         f"several tokens ({fix})"))
-        return
+    if name is not None:  # a parsed template's markers are the model's own text, whatever their tokens
+        slots = []
+        for fmt in (template.format_prefix, template.format_system, template.format_user,
+                    template.format_assistant):
+            slots += [s for s in getattr(fmt, "slots", []) if isinstance(s, str)]
+        markers = sorted({m for s in slots for m in _MARKER.findall(s)} | set(template.stop_words))
+        split = [m for m in markers if len(fixed.encode(m, add_special_tokens=False)) != 1]
+        if split:
+            problems.append(("template", f"{label} writes {', '.join(split)}, which the tokenizer splits into "
+                             f"several tokens ({fix})"))
+            return
     result = "ok (no added tokens; markers are single tokens)"
     if tok.chat_template:
-        ours = _lf_ids(template, fixed, SAMPLE_CONVERSATION)
-        text = tok.apply_chat_template(SAMPLE_CONVERSATION, tokenize=False)
-        theirs = tok(text, add_special_tokens=False)["input_ids"]
-        if ours != theirs:
-            what = (f"'{name}' (default_system {data_args.default_system!r}) renders a conversation differently "
+        mismatch = _render_mismatch(template, fixed, tok, rows[:1], template_kwargs)
+        if mismatch is not None:
+            what, ours, text = mismatch
+            what = (f"{label} (default_system {data_args.default_system!r}) renders {what} differently "
                     f"from the tokenizer's own chat template:\n      LLaMA-Factory: {fixed.decode(ours)!r}\n"
                     f"      tokenizer:     {text!r}\n    (fix: set model.default_system to the system prompt the "
-                    "chat template adds ('' for none) or model.template to the matching template; "
-                    "sft.strict_template=false only warns)")
+                    "chat template adds ('' for none) or model.template to the matching template (null: parsed "
+                    "from the chat template); sft.strict_template=false only warns)")
             if strict:
                 problems.append(("template", what))
                 return
@@ -328,6 +354,29 @@ def _check_template(model_args, data_args, rows: list[dict], problems: list, rep
         if report["tokens"]["over_cutoff"]:
             log.warning("sft pre-flight: %d of the first %d rows exceed cutoff_len=%d tokens and will be truncated",
                         report["tokens"]["over_cutoff"], len(lengths), data_args.cutoff_len)
+
+
+def _render_mismatch(template, fixed, tok, rows: list[dict], template_kwargs: dict):
+    """(what, LLaMA-Factory's ids, the tokenizer's text) of the first rendering that differs, or None.
+
+    The sample conversation is compared whole; a single-turn training row by its prompt,
+    against the prompt generation renders for it (``add_generation_prompt=True``): the prompt
+    SFT trains after must be the one sampling, evaluation and RL show the model.
+    """
+    ours = _lf_ids(template, fixed, SAMPLE_CONVERSATION)
+    text = tok.apply_chat_template(SAMPLE_CONVERSATION, tokenize=False, **template_kwargs)
+    if ours != tok(text, add_special_tokens=False)["input_ids"]:
+        return "a conversation", ours, text
+    for row in rows:
+        if len(row["_prompt"]) != 1:  # a multi-turn row: LLaMA-Factory trains each turn on its own
+            continue
+        system = row.get("_system") or None
+        ours, _ = template.encode_oneturn(fixed, row["_prompt"] + row["_response"], system)
+        messages = ([{"role": "system", "content": system}] if system else []) + list(row["_prompt"])
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+        if ours != tok(text, add_special_tokens=False)["input_ids"]:
+            return "the first training row's prompt", ours, text
+    return None
 
 
 def _lf_ids(template, tokenizer, messages: list[dict], system: Optional[str] = None) -> list[int]:

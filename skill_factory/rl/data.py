@@ -145,14 +145,16 @@ def write_rl_data(cfg, out_dir: Path) -> dict[str, Any]:
     return stats
 
 
-def prompt_token_lengths(rows_path: Path, tokenizer) -> list[int]:
-    """Token lengths of the rendered prompts of a data file (as verl measures them)."""
+def prompt_token_lengths(rows_path: Path, tokenizer, template_kwargs: Optional[dict] = None) -> list[int]:
+    """Token lengths of the rendered prompts of a data file (as verl measures them, with the
+    model's ``chat_template_kwargs`` as verl's ``data.apply_chat_template_kwargs``)."""
     import pyarrow.parquet as pq
 
     prompts = pq.read_table(rows_path, columns=["prompt"]).column("prompt").to_pylist()
     out = []
     for messages in prompts:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            **(template_kwargs or {}))
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         out.append(len(ids))

@@ -30,6 +30,11 @@ TRL 0.24 with transformers 5: transformers' ``_is_package_available`` now return
 which TRL stores as its "is optional package X installed" flags; a non-empty tuple is always
 true, so ``import trl``'s GRPO trainer tries to import mergekit (and other absent extras) and
 fails. ``_fix_trl_optional_flags`` turns those flags back into booleans before the import.
+
+Chat-template variables (``model.chat_template_kwargs``): TRL 0.24's ``GRPOTrainer`` renders
+each prompt with ``maybe_apply_chat_template({"prompt": prompt}, processing_class)``
+(``_generate_single_turn``), with no way to pass template variables and without the
+dataset's other columns, so ``bind_template_kwargs`` binds them to the tokenizer instance.
 """
 from __future__ import annotations
 
@@ -117,6 +122,14 @@ def grpo_args(cfg, output_dir: Path, report_to: str = "none") -> dict[str, Any]:
         args["save_steps"] = t.save_steps
     args.update(t.extra)
     return args
+
+
+def bind_template_kwargs(tokenizer, template_kwargs) -> None:
+    """Make ``tokenizer.apply_chat_template`` pass ``template_kwargs`` (a call's own keywords win)."""
+    if template_kwargs:
+        import functools
+
+        tokenizer.apply_chat_template = functools.partial(tokenizer.apply_chat_template, **dict(template_kwargs))
 
 
 def _log_callback():
@@ -222,6 +235,7 @@ def train(cfg, model_path: str, train_file: Path, out_dir: Path, reward_fn, repo
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        bind_template_kwargs(tokenizer, cfg.model.chat_template_kwargs)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32,
                                                      trust_remote_code=cfg.model.trust_remote_code)
         if not hasattr(model, "warnings_issued"):  # transformers 5 dropped it; TRL 0.24 writes to it

@@ -156,6 +156,12 @@ def overrides(cfg, paths: Paths, *, experiment_name: str, loggers: Sequence[str]
         _kv("data.max_prompt_length", rl.max_prompt_length),
         _kv("data.max_response_length", rl.max_response_length),
         _kv("data.seed", cfg.seed),
+    ]
+    # the model's chat-template variables, for verl's RLHFDataset and rollout agent loop
+    # (verl's config has an empty dict there: each key is added with '+')
+    out += [_kv(f"+data.apply_chat_template_kwargs.{k}", val)
+            for k, val in sorted(cfg.model.chat_template_kwargs.items())]
+    out += [
         # policy model
         _kv(f"{aro}.model.path", paths.model),
         _kv(f"{aro}.model.trust_remote_code", cfg.model.trust_remote_code),
@@ -353,7 +359,7 @@ def _data_problems(cfg, paths: Paths, p: Problems, report: dict) -> None:
         tok = AutoTokenizer.from_pretrained(paths.model, trust_remote_code=cfg.model.trust_remote_code)
         from skill_factory.rl.data import prompt_token_lengths
 
-        longest = max(prompt_token_lengths(Path(paths.train_file), tok))
+        longest = max(prompt_token_lengths(Path(paths.train_file), tok, dict(cfg.model.chat_template_kwargs)))
     except Exception as exc:  # noqa: BLE001 - the length check is best effort; verl checks again
         log.warning("rl pre-flight: prompt lengths not measured (%s)", exc)
         report["prompt_tokens_max"] = None

@@ -64,7 +64,7 @@ def _task_keys() -> tuple[str, ...]:
 
 
 CONFIG_KEYS = ("rl.output_settings", "model.name", "model.path", "model.trust_remote_code",
-               *(f"model.resources.{k}" for k in RESOURCE_KEYS), *_task_keys(), "prompts.variants",
+               "model.chat_template_kwargs", *(f"model.resources.{k}" for k in RESOURCE_KEYS), *_task_keys(), "prompts.variants",
                "prompts.system", "seed")
 
 

@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_VARIANTS = 8
 # model settings that change what a model generates (resource settings such as batch size,
-# tensor parallelism and GPU memory share do not, and neither does the LLaMA-Factory template)
-MODEL_OUTPUT_KEYS = ("model.name", "model.path", "model.backend", "model.dtype", "model.trust_remote_code")
+# tensor parallelism and GPU memory share do not, and neither does the LLaMA-Factory template;
+# the chat template's variables do: they change the prompt text)
+MODEL_OUTPUT_KEYS = ("model.name", "model.path", "model.backend", "model.dtype", "model.trust_remote_code",
+                     "model.chat_template_kwargs")
 # task settings that do not change the training questions: split sizes (a split is a prefix
 # of any larger one), the default template (the variants replace it) and the task's own
 # seed (training questions are drawn with the run seed, so a seed sweep varies them)

@@ -15,8 +15,9 @@ What it does, in order, all inside the stage's artifact directory:
    <artifact> <checkout>/data/dataset_info.json``.
 2. **yaml**: ``train.yaml``, a complete LLaMA-Factory config: the preset (``conf/sft/``)
    merged with the model's resources (``model.resources``: values the preset leaves null),
-   the model's template and ``default_system``, and the DeepSpeed json copied next to it
-   (``ds_config.json``). LoRA runs also get ``export.yaml``, which merges the adapter.
+   the model's template (left out when ``model.template`` is null: LLaMA-Factory then parses
+   the tokenizer's own chat template) and ``default_system``, and the DeepSpeed json copied
+   next to it (``ds_config.json``). LoRA runs also get ``export.yaml``, which merges the adapter.
 3. **launch**: ``launch.sh`` / ``launch.json``: the exact command and the environment
    variables added (``skill_factory.llamafactory.launch``: CPU, GPUs, nodes, Slurm).
 4. **pre-flight**: LLaMA-Factory's own parser, dataset resolution and template check on
@@ -158,7 +159,9 @@ def train_sections(cfg, st: Settings, *, model_path: str, dataset_dir: str, outp
                       lora_dropout=s.lora_dropout, lora_target=s.lora_target)
     if deepspeed:
         method["deepspeed"] = deepspeed
-    data: dict[str, Any] = {"dataset": DATASET_NAME, "dataset_dir": dataset_dir, "template": m.template}
+    data: dict[str, Any] = {"dataset": DATASET_NAME, "dataset_dir": dataset_dir}
+    if m.template is not None:  # none: LLaMA-Factory parses the tokenizer's own chat template
+        data["template"] = m.template
     if m.default_system is not None:
         data["default_system"] = m.default_system
     data["cutoff_len"] = st.cutoff_len
@@ -200,6 +203,8 @@ def export_args(cfg, *, model_path: str, adapter: str, export_dir: str) -> dict:
     args = {"model_name_or_path": model_path, "adapter_name_or_path": adapter, "template": cfg.model.template,
             "finetuning_type": "lora", "trust_remote_code": cfg.model.trust_remote_code,
             "export_dir": export_dir, "export_size": 5, "export_device": "cpu", "export_legacy_format": False}
+    if cfg.model.template is None:
+        del args["template"]
     if cfg.model.default_system is not None:
         args["default_system"] = cfg.model.default_system
     return args
@@ -488,7 +493,8 @@ def sft(ctx) -> dict:
     data_stats, launch = write_files(cfg, st, ctx.inputs, out, ctx.fingerprint)
     export = out / EXPORT_YAML
     report = preflight(out / "train.yaml", local_files_only=s.dry_run, require_tokenizer=not s.dry_run,
-                       strict_template=s.strict_template, export_yaml=export if export.exists() else None)
+                       strict_template=s.strict_template, export_yaml=export if export.exists() else None,
+                       chat_template_kwargs=dict(cfg.model.chat_template_kwargs))
     ctx.log.info("sft: pre-flight passed: %s", report["checks"])
     files = {name: str(out / name) for name in ("train.yaml", "dataset_info.json", "data/train.parquet",
                                                 DS_FILE, EXPORT_YAML, "launch.sh", "launch.json")

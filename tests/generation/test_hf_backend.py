@@ -110,6 +110,28 @@ def test_prompt_rendered_with_the_chat_template(backend):
     assert text == "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_chat_template_kwargs_reach_the_models_template(tmp_path):
+    """model.chat_template_kwargs are template variables: a dated template (as Llama 3.2's)
+    writes today's date without date_string, the pinned one with it, in the prompt ids the
+    backend generates from."""
+    import datetime
+
+    from tiny_lm import DATED_CHAT_TEMPLATE, build_tiny_lm
+
+    path = str(build_tiny_lm(tmp_path / "dated", chat_template=DATED_CHAT_TEMPLATE))
+    conv = [chat_messages("Use [1, 2] to make 3.")]
+    pinned = make_backend(model_cfg(chat_template_kwargs={"date_string": "26 Jul 2024"}), path)
+    prompt = pinned.tokenizer.decode(pinned.encode(conv)[0])
+    assert prompt == ("<|im_start|>system\nToday Date: 26 Jul 2024\n\n<|im_end|>\n"
+                      "<|im_start|>user\nUse [1, 2] to make 3.<|im_end|>\n<|im_start|>assistant\n")
+    result = pinned.generate(conv, Sampling(n=2, max_new_tokens=4))
+    assert result.prompt_tokens == 2 * len(pinned.encode(conv)[0])
+    today = make_backend(model_cfg(), path)  # a model config without the setting: none passed
+    assert today.template_kwargs == {}
+    assert f"Today Date: {datetime.datetime.now().strftime('%d %b %Y')}\n" in \
+        today.tokenizer.decode(today.encode(conv)[0])
+
+
 def test_prompt_longer_than_max_length_is_a_user_error(backend):
     with pytest.raises(SkillFactoryError, match="model.max_length"):
         backend.generate([chat_messages("7 " * 300)], Sampling(max_new_tokens=8))

@@ -20,6 +20,12 @@ name used here is one that has stayed stable across the stored revisions):
   ``SamplingParams`` "is paired one by one with the prompt"; outputs come back "in the same
   order as the input prompts". A token prompt is ``TokensPrompt(prompt_token_ids=[...])``,
   a TypedDict, i.e. a plain dict with that key.
+  ``LLM.chat(self, messages, sampling_params=None, use_tqdm=True, lora_request=None,
+  chat_template=None, chat_template_content_format="auto", add_generation_prompt=True,
+  continue_final_message=False, tools=None, chat_template_kwargs=None, tokenization_kwargs=None,
+  mm_processor_kwargs=None)`` renders with the tokenizer's template and calls ``generate``;
+  the adapter does not call it: it renders prompts itself (with the model's
+  ``chat_template_kwargs``) so both backends see the same ids, and passes token prompts.
 - ``vllm/sampling_params.py`` (commit 00388f6573ccfcffad607b8c9ecdf341a4669ceb):
   ``SamplingParams`` fields ``n``, ``temperature`` (0 = greedy), ``top_p``, ``seed``,
   ``stop`` ("the returned output will not contain the stop strings" unless
@@ -143,6 +149,26 @@ def test_backend_passes_token_prompts_and_per_prompt_seeds(monkeypatch):
     assert [c.finish_reason for c in result.completions[0]] == ["stop", "length", "length"]
     assert result.generated_tokens == 2 * (2 + 3 + 4)
     assert progress == [(6, 18)]
+
+
+def test_token_prompts_carry_the_models_chat_template_kwargs(monkeypatch, tmp_path):
+    """The ids vLLM gets are rendered with model.chat_template_kwargs (Llama 3.2's date_string),
+    not by vLLM's own chat rendering (the stand-in has no LLM.chat to call)."""
+    from tiny_lm import DATED_CHAT_TEMPLATE, build_tiny_lm
+
+    fake = FakeVLLM()
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    path = str(build_tiny_lm(tmp_path / "dated", chat_template=DATED_CHAT_TEMPLATE))
+    cfg = model_cfg(max_length=512, dtype="auto", trust_remote_code=False,
+                    chat_template_kwargs={"date_string": "26 Jul 2024"})
+    backend = make_backend(cfg, path)
+    assert fake.engines == [engine_kwargs(path, cfg)]  # nothing about the template goes to the engine
+    backend.generate([chat_messages("Use [1, 2] to make 3.")], Sampling(n=1, max_new_tokens=8), seeds=[5])
+    (prompts, _params, kwargs), = fake.calls
+    assert kwargs == {"use_tqdm": False} and len(prompts) == 1 and set(prompts[0]) == {"prompt_token_ids"}
+    assert backend.tokenizer.decode(prompts[0]["prompt_token_ids"]) == (
+        "<|im_start|>system\nToday Date: 26 Jul 2024\n\n<|im_end|>\n"
+        "<|im_start|>user\nUse [1, 2] to make 3.<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_missing_vllm_is_a_clear_user_error(monkeypatch):

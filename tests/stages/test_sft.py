@@ -249,6 +249,91 @@ def test_a_default_system_the_chat_template_lacks_fails_preflight(cfg_for, tmp_p
     assert report["checks"]["template"].startswith("warning")
 
 
+def test_the_models_chat_template_kwargs_reach_the_template_check(make_cfg, traces_file, tmp_path):
+    """A template that writes today's date unless date_string is passed (as Llama 3.2's) matches
+    the pinned default_system only with the model's chat_template_kwargs, which the stage passes."""
+    from tiny_lm import DATED_CHAT_TEMPLATE, build_tiny_lm
+
+    path = build_tiny_lm(tmp_path / "dated", chat_template=DATED_CHAT_TEMPLATE)
+    cfg = make_cfg(f"model.path={path}", f"sft.dataset={traces_file}", "sft.dry_run=true")
+    cfg.model.default_system = "Today Date: 26 Jul 2024\n\n"
+    with pytest.raises(PreflightError, match=r"(?s)renders a conversation differently.*Today Date: \d\d \w+ \d{4}"):
+        preflight(emitted(cfg, tmp_path))  # no kwargs: the tokenizer writes today's date
+    cfg.model.chat_template_kwargs = {"date_string": "26 Jul 2024"}
+    checks = run(cfg).counts["preflight"]["checks"]
+    assert checks["template"] == "ok (renders exactly as the tokenizer's chat template)"
+
+
+def test_llamafactory_parses_a_null_template_from_the_tokenizers_chat_template():
+    """LLaMA-Factory 0.9.5: data_args.template None -> parse_template(tokenizer), which encodes a
+    user/assistant turn exactly as the tokenizer's own chat template (what the OLMo 2 file relies on)."""
+    import copy
+
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+    from tiny_lm import TULU_CHAT_TEMPLATE, build_tokenizer
+
+    # OLMo 2's Tulu chat template, <|endoftext|> as bos and eos
+    tok = build_tokenizer(chat_template=TULU_CHAT_TEMPLATE, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    template = get_template_and_fix_tokenizer(copy.deepcopy(tok), DataArguments(template=None))
+    conv = [{"role": "user", "content": "Use [3, 5, 12] to make 96."},
+            {"role": "assistant", "content": "<answer>(3 + 5) * 12</answer>"}]
+    prompt, response = template.encode_oneturn(tok, conv)
+    text = tok.apply_chat_template(conv, tokenize=False)
+    assert text == ("<|endoftext|><|user|>\nUse [3, 5, 12] to make 96.\n<|assistant|>\n"
+                    "<answer>(3 + 5) * 12</answer><|endoftext|>")
+    assert prompt + response == tok(text, add_special_tokens=False)["input_ids"]
+    generation = tok.apply_chat_template(conv[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt == tok(generation, add_special_tokens=False)["input_ids"]
+    assert response[-1] == tok.eos_token_id  # the model learns to stop
+
+
+@pytest.fixture
+def tulu_lm(tmp_path):
+    from tiny_lm import TULU_CHAT_TEMPLATE, build_tiny_lm
+
+    return build_tiny_lm(tmp_path / "tulu", chat_template=TULU_CHAT_TEMPLATE, eos_token="<|endoftext|>",
+                         bos_token="<|endoftext|>")
+
+
+def test_a_null_template_is_left_out_of_the_yaml_and_passes_preflight(make_cfg, traces_file, tulu_lm, tmp_path):
+    import yaml
+
+    cfg = make_cfg("model=olmo2_7b_instruct", f"model.path={tulu_lm}", f"sft.dataset={traces_file}",
+                   "sft.finetuning_type=lora", "sft.lora_target=all")
+    assert cfg.model.template is None
+    path = emitted(cfg, tmp_path)
+    assert "template" not in yaml.safe_load(path.read_text())
+    assert "template" not in yaml.safe_load((path.parent / sft_stage.EXPORT_YAML).read_text())
+    report = preflight(path, export_yaml=path.parent / sft_stage.EXPORT_YAML)
+    assert report["checks"]["template"] == "ok (renders exactly as the tokenizer's chat template)"
+    assert report["checks"]["export"] == "ok"
+
+
+def test_a_parsed_template_that_renders_the_system_turn_otherwise_fails_preflight(make_cfg, tulu_lm, tmp_path):
+    """parse_template cuts the user slot, BOS included, out of a rendering without a system turn;
+    a tokenizer whose encode("") has no BOS then gets it twice before a system turn. The row check
+    reports it (the sample conversation, which has none, passes)."""
+    rows = [{"conversations": [{"role": "system", "content": "Be brief."}, *r["conversations"]]}
+            for r in traces_rows(4)]
+    data = tmp_path / "with_system.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), data)
+    cfg = make_cfg("model=olmo2_7b_instruct", f"model.path={tulu_lm}", f"sft.dataset={data}")
+    with pytest.raises(PreflightError, match=r"(?s)the template LLaMA-Factory parses from the chat template .*"
+                                             r"renders the first training row's prompt differently.*"
+                                             r"Be brief.\\n<\|endoftext\|><\|user\|>"):
+        preflight(emitted(cfg, tmp_path))
+
+
+def test_a_null_template_needs_a_chat_template(make_cfg, traces_file, tmp_path):
+    from tiny_lm import build_tiny_lm
+
+    path = build_tiny_lm(tmp_path / "plain", chat_template=None)
+    cfg = make_cfg("model=olmo2_7b_instruct", f"model.path={path}", f"sft.dataset={traces_file}")
+    with pytest.raises(PreflightError, match="model.template is null, but the tokenizer .* has no chat template"):
+        preflight(emitted(cfg, tmp_path))
+
+
 def test_preflight_leaves_the_template_registry_alone(cfg_for, tmp_path):
     from llamafactory.data.template import TEMPLATES
 
