@@ -36,24 +36,31 @@ class BootstrapConfig:
     num_heads: int = 3
     intermediate_size: int = 256
     max_position_embeddings: int = 512
-    # training examples from the project's own Countdown solver (each seen once)
-    train_examples: int = 128000
-    # share of answer examples whose answer is a plausible wrong one
-    wrong_answer_rate: float = 0.3
-    # share of answer examples with 4 numbers (the rest have 3)
-    four_number_rate: float = 0.15
-    # check examples (question + answer -> recomputed arithmetic + verdict), as a share
-    verify_rate: float = 0.3
-    # share of check examples whose verdict is flipped (imperfect reflections)
-    verdict_noise: float = 0.1
-    # optimisation
+    # embedding dimensions of each number token 0-999 initialised with sines and cosines of
+    # its value (0 = all random)
+    value_features: int = 32
+    # phase 1, the solver: answer examples (each seen once: steps x batch_size of them)
     steps: int = 2000
     batch_size: int = 64
     learning_rate: float = 4.0e-3
     warmup_steps: int = 100
-    # one thread: on a machine with anything else running, two torch threads run several
-    # times slower than one, and on a quiet one they gain little for a model this small
-    torch_threads: int = 1
+    # share of answer examples whose answer is a plausible wrong one
+    wrong_answer_rate: float = 0.05
+    # share of questions with 4 numbers (the rest have 3)
+    four_number_rate: float = 0.1
+    # prompt variants answered in ``Step k:`` form (the others: one expression)
+    step_form_variants: List[str] = field(default_factory=list)
+    # phase 2, the checker: the solver samples its own answers to fresh questions, and
+    # learns to check them (recomputed arithmetic + verdict) mixed with answer examples
+    check_steps: int = 300
+    check_share: float = 0.5
+    check_learning_rate: float = 2.0e-3
+    # share of check examples whose verdict is flipped (imperfect reflections)
+    verdict_noise: float = 0.1
+    # two threads train 1.35x faster than one on a quiet 2-core machine (the bootstrap stage
+    # runs alone); on a machine busy with other work, use 1: two threads then run several
+    # times slower than one
+    torch_threads: int = 2
     # quality measurement written to the manifest
     eval_questions: int = 200
     eval_samples: int = 8

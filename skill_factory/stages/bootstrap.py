@@ -3,7 +3,7 @@
     skillfactory stages=[bootstrap]            # build (or reuse) the default tiny model
 
 Why: no model can be downloaded here, and a random model never answers correctly, so every
-later stage would have nothing to work with. This stage trains a ~0.7M-parameter Llama
+later stage would have nothing to work with. This stage trains a ~0.47M-parameter Llama
 model from scratch on CPU, from the project's own Countdown solver, until its samples are
 sometimes right and sometimes wrong and its reflections sometimes misjudge them. Its
 artifact ``model/`` is an ordinary Hugging Face folder; later stages load it through
@@ -54,15 +54,22 @@ def _check(cfg, problems) -> None:
         problems.add("model.bootstrap.num_heads",
                      f"hidden_size {bc.hidden_size} / num_heads {bc.num_heads} must be a whole number >= 32",
                      "e.g. hidden_size=128 with num_heads=4")
-    for key in ("wrong_answer_rate", "four_number_rate", "verify_rate", "verdict_noise"):
+    for key in ("wrong_answer_rate", "four_number_rate", "check_share", "verdict_noise"):
         value = getattr(bc, key)
         if not 0 <= value < 1:
             problems.add(f"model.bootstrap.{key}", f"must be in [0, 1), got {value}", "use e.g. 0.1")
-    for key in ("steps", "train_examples", "batch_size", "eval_questions", "eval_samples", "torch_threads"):
+    for key in ("steps", "batch_size", "eval_questions", "eval_samples", "torch_threads"):
         if getattr(bc, key) < 1:
             problems.add(f"model.bootstrap.{key}", f"must be >= 1, got {getattr(bc, key)}", "use a positive value")
-    if bc.learning_rate <= 0:
-        problems.add("model.bootstrap.learning_rate", "must be > 0", "use e.g. 3e-3")
+    if bc.check_steps < 0:
+        problems.add("model.bootstrap.check_steps", f"must be >= 0, got {bc.check_steps}", "use 0 to skip the checks")
+    for key in ("learning_rate", "check_learning_rate"):
+        if getattr(bc, key) <= 0:
+            problems.add(f"model.bootstrap.{key}", "must be > 0", "use e.g. 3e-3")
+    unknown = sorted(set(bc.step_form_variants) - set(cfg.prompts.variants))
+    if unknown:
+        problems.add("model.bootstrap.step_form_variants", f"not prompt variants of prompts: {unknown}",
+                     f"use some of {sorted(cfg.prompts.variants)}")
 
 
 @stage("bootstrap", config=("model.bootstrap", "prompts"), check=_check)

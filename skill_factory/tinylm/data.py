@@ -12,8 +12,8 @@ sometimes wrong, and whose own reflections are sometimes wrong. So:
   is something a tiny model can learn where a bare judgement is not; a configurable share of
   verdicts is flipped so reflections stay imperfect.
 
-The ``plan_and_execute`` variant answers with ``Step k:`` lines, the others with one
-expression, so the sampled data exercises both answer forms the verifier accepts.
+Variants listed in ``model.bootstrap.step_form_variants`` answer with ``Step k:`` lines,
+the others with one expression.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from collections import Counter
 from fractions import Fraction
 from typing import Optional, Sequence
 
-STEP_VARIANTS = ("plan_and_execute",)
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 MAX_CHECK_NUMBERS = 8
 
@@ -33,6 +32,48 @@ def format_answer(expression: str, steps: Sequence[str], step_form: bool) -> str
     if step_form:
         return "<answer>\n" + "\n".join(steps) + "\n</answer>"
     return f"<answer>{expression}</answer>"
+
+
+def canonical_solution(expression: str) -> tuple[str, list[str]]:
+    """One fixed way of writing a solution: (expression text, ``Step k:`` lines).
+
+    The generator writes a solution in whichever order it combined the numbers, so one
+    solution has many spellings (``88 + (89 - 32)``, ``(89 - 32) + 88``, ``(88 - 32) + 89``).
+    A tiny model trained on all of them spends its capacity on that spread instead of on
+    which numbers and operations reach the target. Here a chain of ``+``/``-`` (or of
+    ``*``/``/``) is flattened into its terms and rewritten left to right: added (multiplied)
+    terms first, then subtracted (divided) ones, each group bracketed parts first, then
+    larger values first. Every intermediate result stays a positive whole number.
+    """
+    steps: list[str] = []
+    inverse = {"+": "-", "*": "/"}
+
+    def terms(node, family: str, sign: bool, out: list) -> None:
+        op = _OPS.get(type(node.op)) if isinstance(node, ast.BinOp) else None
+        if op is not None and op in (family, inverse[family]):
+            terms(node.left, family, sign, out)
+            terms(node.right, family, sign if op == family else not sign, out)
+        else:
+            out.append((sign, walk(node)))
+
+    def walk(node) -> tuple[str, Fraction, bool]:
+        if isinstance(node, ast.Constant):
+            return str(node.value), Fraction(node.value), True
+        family = "+" if _OPS[type(node.op)] in "+-" else "*"
+        parts: list = []
+        terms(node, family, True, parts)
+        order = sorted(parts, key=lambda p: (not p[0], p[1][2], -p[1][1]))
+        text, value, leaf = order[0][1]
+        for positive, (t, v, lf) in order[1:]:
+            op = family if positive else inverse[family]
+            new_value = _arith(value, op, v)
+            steps.append(f"Step {len(steps) + 1}: {_show(value)} {op} {_show(v)} = {_show(new_value)}")
+            text = " ".join((text if leaf else f"({text})", op, t if lf else f"({t})"))
+            value, leaf = new_value, False
+        return text, value, leaf
+
+    text, _, _ = walk(ast.parse(expression, mode="eval").body)
+    return text, steps
 
 
 def random_expression(rng: random.Random, numbers: Sequence[int]) -> tuple[int, str, list[str]]:
@@ -65,7 +106,7 @@ def wrong_answer(rng: random.Random, numbers: Sequence[int], target: int,
     for _ in range(20):
         value, text, steps = random_expression(rng, numbers)
         if value != target:
-            return format_answer(text, steps, step_form)
+            return format_answer(*canonical_solution(text), step_form)
     return None
 
 

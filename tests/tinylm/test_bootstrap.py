@@ -44,7 +44,7 @@ def test_bootstrap_writes_a_loadable_model_and_manifest(fast_build):
     assert runner.record.entries["bootstrap"]["status"] == "produced"
     manifest = json.loads((art.path / MANIFEST).read_text())
     counts = manifest["counts"]
-    assert counts["parameters"] > 100_000 and counts["steps"] == 40
+    assert counts["parameters"] > 100_000 and counts["steps"] == 100
     assert set(counts["quality"]) == {"n3", "n4", "verdict_accuracy", "verdict_rate"}
     assert set(counts["quality_bar"]) >= {"n3.sampled_accuracy", "verdict_accuracy", "n4_below_n3"}
     model_dir = art.path / "model"
