@@ -12,6 +12,14 @@ by ``--labels``, else by the overrides Hydra recorded for the job (``.hydra/over
 differ between the runs (a sweep's swept values, e.g. ``traces=no_reflection``), else by the
 directory name.
 
+Runs whose labels differ only in a ``seed=`` override are replicates of one method (a sweep
+``experiment=A,B seed=0,1,2``): the report then adds a table with one row per method (the label
+without ``seed=``): Countdown 3/4/5 accuracy, the budget-forcing gain (pooled accuracy at the
+largest budget minus at the smallest) and the pooled skill metrics, each as mean ± standard error
+over the seeds (sample std / sqrt(seeds); "± –" for a single seed; "(n=..)" when only some seeds
+have the metric), and the number of seeds. It goes under the per-run tables in ``comparison.md``
+and the printout, and into ``comparison.json`` under ``"_grouped"``.
+
 Writes ``comparison.md``, ``comparison.json`` and ``accuracy_vs_numbers.png``,
 ``accuracy_vs_budget.png``, ``skill_usage.png`` into ``--out`` (default: the multirun folder
 given, else the runs' common parent directory, else ``./report``), and prints the table.
@@ -24,9 +32,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from skill_factory.evaluation.report import RESULTS_JSON, comparison_markdown, unique_labels, write_comparison
+
+ALL_RUNS = "all runs"  # the method of runs that differ only in their seed
 
 log = logging.getLogger("skill_factory.report")
 
@@ -84,6 +94,32 @@ def labels_of(results_files: Sequence[Path]) -> list[str]:
     return labels
 
 
+def _is_seed(item: str) -> bool:
+    return item.lstrip("+~").startswith("seed=")
+
+
+def method_of(label: str) -> Optional[str]:
+    """The label without its ``seed=`` override (None when it has none)."""
+    words = label.split(" ")
+    if not any(_is_seed(w) for w in words):
+        return None
+    return " ".join(w for w in words if not _is_seed(w)) or ALL_RUNS
+
+
+def groups_of(labels: Sequence[str], results: Sequence[Any]) -> Optional[list[tuple[str, list[Any]]]]:
+    """The runs grouped by method (label without ``seed=``), in order of first appearance; None
+    when no label has a ``seed=`` override or every group has a single run."""
+    methods = [method_of(label) for label in labels]
+    if all(m is None for m in methods):
+        return None
+    groups: dict[str, list[Any]] = {}
+    for label, method, r in zip(labels, methods, results):
+        groups.setdefault(method or label, []).append(r)
+    if all(len(rs) == 1 for rs in groups.values()):
+        return None
+    return list(groups.items())
+
+
 def default_out(args: Sequence[str], files: Sequence[Path]) -> Path:
     dirs = [Path(a).expanduser() for a in args]
     if len(dirs) == 1 and dirs[0].is_dir() and _numbered(dirs[0]):
@@ -120,9 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         labels = given
     runs = [(label, json.loads(f.read_text())) for label, f in zip(unique_labels(labels), files)]
+    groups = groups_of(labels, [r for _, r in runs])
     out = Path(args.out) if args.out else default_out(args.runs, files)
-    written = write_comparison(runs, out, decoding=args.decoding)
-    print(comparison_markdown(runs, args.decoding))
+    written = write_comparison(runs, out, decoding=args.decoding, groups=groups)
+    print(comparison_markdown(runs, args.decoding, groups))
     print(f"written to {out}: {', '.join(p.name for p in written)}")
     return 0
 

@@ -3,6 +3,7 @@
     write_run_report(results, run_dir)            # results.json, results.md, plots/*.png
     text = run_markdown(results)
     write_comparison([("sft", r1), ("rl", r2)], out_dir)   # several runs in one table and plot
+    write_comparison(runs, out_dir, groups=[("sft", [r1, r3]), ("rl", [r2, r4])])  # + mean ± s.e. over seeds
 
 Why plain files: a run directory, an artifact or a sweep folder must say what the model
 scored without any service; W&B gets the same numbers and images when it is enabled (the
@@ -282,8 +283,10 @@ def unique_labels(labels: Sequence[str]) -> list[str]:
     return out
 
 
-def comparison_markdown(runs: Sequence[tuple[str, Mapping[str, Any]]], decoding: Optional[str] = None) -> str:
-    """Several runs side by side: accuracy per task, budget-forcing curve, skill usage."""
+def comparison_markdown(runs: Sequence[tuple[str, Mapping[str, Any]]], decoding: Optional[str] = None,
+                        groups: Optional[Sequence[tuple[str, Sequence[Mapping[str, Any]]]]] = None) -> str:
+    """Several runs side by side: accuracy per task, budget-forcing curve, skill usage; and, when
+    ``groups`` (method, its runs' results) has a group of several runs (seeds), the table by method."""
     labels = [label for label, _ in runs]
     keys: list[str] = []
     for _, r in runs:
@@ -328,17 +331,28 @@ def comparison_markdown(runs: Sequence[tuple[str, Mapping[str, Any]]], decoding:
             cells.append(num(v, 2) if key.endswith("per_response") else pct(v))
         skill_rows.append([label, *cells])
     out += ["", "### Skill usage (all entries pooled)", "", table(["metric", *labels], skill_rows)]
+    if _has_replicates(groups):
+        out += ["", grouped_markdown(grouped_summary(groups, decoding)).rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
+def _has_replicates(groups: Optional[Sequence[tuple[str, Sequence[Any]]]]) -> bool:
+    return bool(groups) and any(len(runs) > 1 for _, runs in groups)
+
+
 def write_comparison(runs: Sequence[tuple[str, Mapping[str, Any]]], out_dir: str | os.PathLike,
-                     decoding: Optional[str] = None) -> list[Path]:
-    """comparison.md, comparison.json and the comparison plots in ``out_dir``."""
+                     decoding: Optional[str] = None,
+                     groups: Optional[Sequence[tuple[str, Sequence[Mapping[str, Any]]]]] = None) -> list[Path]:
+    """comparison.md, comparison.json (``{label: results}``; plus ``"_grouped"``: the table by
+    method, when ``groups`` has a group of several runs) and the comparison plots in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = list(zip(unique_labels([label for label, _ in runs]), [r for _, r in runs]))
-    files = [_write(out / COMPARISON_MD, comparison_markdown(runs, decoding)),
-             _write(out / COMPARISON_JSON, json.dumps({label: r for label, r in runs}, indent=2, sort_keys=True) + "\n")]
+    data: dict[str, Any] = {label: r for label, r in runs}
+    if _has_replicates(groups):
+        data[GROUPED_KEY] = {"decoding": decoding, "methods": grouped_summary(groups, decoding)}
+    files = [_write(out / COMPARISON_MD, comparison_markdown(runs, decoding, groups)),
+             _write(out / COMPARISON_JSON, json.dumps(data, indent=2, sort_keys=True) + "\n")]
     series = [(label, r, decoding or main_decoding(r) or "greedy") for label, r in runs]
     plots = [plot_accuracy_vs_numbers(series, out / "accuracy_vs_numbers.png"),
              plot_accuracy_vs_budget([(label, r.get("budget_forcing", {}).get("pooled", [])) for label, r in runs],
@@ -346,3 +360,78 @@ def write_comparison(runs: Sequence[tuple[str, Mapping[str, Any]]], out_dir: str
              plot_skill_bars([(label, r.get("overall", {}).get(dec, {}).get("skills")) for label, r, dec in series],
                              out / "skill_usage.png")]
     return files + [p for p in plots if p is not None]
+
+
+# --- runs grouped by method (seeds as replicates) ---------------------------------------------
+
+COUNTDOWN_COLUMNS = (("countdown_3", "Countdown-3 %"), ("countdown_4", "Countdown-4 %"),
+                     ("countdown_5", "Countdown-5 %"))
+GROUPED_KEY = "_grouped"  # the grouped table's key in comparison.json (next to the run labels)
+
+
+def mean_se(values: Sequence[Optional[float]]) -> dict[str, Any]:
+    """Mean and standard error (sample std / sqrt(k), ddof 1) of the values that are not None;
+    ``stderr`` is None with fewer than two values, ``mean`` None with none."""
+    xs = [float(v) for v in values if v is not None]
+    k = len(xs)
+    if not k:
+        return {"mean": None, "stderr": None, "n": 0}
+    m = sum(xs) / k
+    se = (sum((x - m) ** 2 for x in xs) / (k - 1)) ** 0.5 / k ** 0.5 if k > 1 else None
+    return {"mean": m, "stderr": se, "n": k}
+
+
+def budget_gain(results: Mapping[str, Any]) -> Optional[float]:
+    """Pooled budget-forcing accuracy at the largest budget minus that at the smallest (None
+    with fewer than two budgets)."""
+    pts = sorted(results.get("budget_forcing", {}).get("pooled", []), key=lambda p: p["budget"])
+    return pts[-1]["accuracy"] - pts[0]["accuracy"] if len(pts) > 1 else None
+
+
+def run_metrics(results: Mapping[str, Any], decoding: Optional[str] = None) -> dict[str, Optional[float]]:
+    """The grouped table's numbers of one run: Countdown accuracies (``decoding``, else greedy
+    or the first decoding), the budget-forcing gain and the pooled skill metrics."""
+    dec = decoding or main_decoding(results)
+    out: dict[str, Optional[float]] = {}
+    for key, _ in COUNTDOWN_COLUMNS:
+        s = results.get("tasks", {}).get(key, {}).get("decodings", {}).get(dec) if dec else None
+        out[key] = None if s is None else s.get("accuracy")
+    out["budget_forcing_gain"] = budget_gain(results)
+    skills = results.get("overall", {}).get(dec, {}).get("skills") if dec else None
+    for key, _ in SKILL_COLUMNS:
+        out[key] = None if skills is None else skills.get(key)
+    return out
+
+
+def grouped_summary(groups: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+                    decoding: Optional[str] = None) -> list[dict[str, Any]]:
+    """One entry per group (a method; its runs are seeds): ``seeds`` and, per metric, the
+    ``mean``, ``stderr`` (None for one seed) and ``n`` (seeds that have the metric)."""
+    out = []
+    for method, runs in groups:
+        per_run = [run_metrics(r, decoding) for r in runs]
+        out.append({"method": method, "seeds": len(runs),
+                    "metrics": {k: mean_se([m[k] for m in per_run]) for k in per_run[0]} if per_run else {}})
+    return out
+
+
+def _mean_se_cell(stat: Mapping[str, Any], fmt, seeds: int) -> str:
+    if stat["mean"] is None:
+        return "–"
+    cell = f"{fmt(stat['mean'])} ± {'–' if stat['stderr'] is None else fmt(stat['stderr'])}"
+    return cell if stat["n"] == seeds else f"{cell} (n={stat['n']})"
+
+
+def grouped_markdown(summary: Sequence[Mapping[str, Any]]) -> str:
+    """The grouped table: one row per method, mean ± s.e. over its seeds ("± –" for one seed)."""
+    header = ["method", "seeds", *[label for _, label in COUNTDOWN_COLUMNS], "budget-forcing gain (pts)",
+              *[label if k.endswith("per_response") else f"{label} %" for k, label in SKILL_COLUMNS]]
+    rows = []
+    for g in summary:
+        m, k = g["metrics"], g["seeds"]
+        rows.append([g["method"], k, *[_mean_se_cell(m[c], pct, k) for c, _ in COUNTDOWN_COLUMNS],
+                     _mean_se_cell(m["budget_forcing_gain"], pct, k),
+                     *[_mean_se_cell(m[c], (lambda x: num(x, 2)) if c.endswith("per_response") else pct, k)
+                       for c, _ in SKILL_COLUMNS]])
+    return "\n".join(["### By method (mean ± s.e. over seeds; s.e. = sample std / √seeds, – for one seed)", "",
+                      table(header, rows)]) + "\n"
