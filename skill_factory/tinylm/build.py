@@ -372,8 +372,8 @@ def build_tiny_model(bc, prompts, model_cfg, out_dir: Path, scratch: str | Path,
         rng.shuffle(mix)
         check_losses = _train(model, tok, _encode(tok, mix, bc.max_position_embeddings), bc.check_steps,
                               bc.check_learning_rate, bc, scratch / "check-trainer", bc.seed + 1)
+        log.info("phase 2 (checks): %d steps in %.1f s", bc.check_steps, time.perf_counter() - t2)
     t3 = time.perf_counter()
-    log.info("phase 2 (checks): %d steps in %.1f s", bc.check_steps, t3 - t2)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     quality = measure(out_dir, model_cfg, prompts, bc)
