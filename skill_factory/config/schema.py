@@ -39,6 +39,10 @@ class BootstrapConfig:
     # embedding dimensions of each number token 0-999 initialised with sines and cosines of
     # its value (0 = all random)
     value_features: int = 32
+    # number tokens seen fewer times than this in training (test targets above the largest
+    # given number) get embeddings interpolated from their nearest better-seen values
+    # (0 = keep them as trained)
+    rare_number_min_count: int = 20
     # phase 1, the solver: answer examples (each seen once: steps x batch_size of them)
     steps: int = 2000
     batch_size: int = 64
@@ -52,11 +56,11 @@ class BootstrapConfig:
     step_form_variants: List[str] = field(default_factory=list)
     # phase 2, the checker: the solver samples its own answers to fresh questions, and
     # learns to check them (recomputed arithmetic + verdict) mixed with answer examples
-    check_steps: int = 300
+    check_steps: int = 450
     check_share: float = 0.5
     check_learning_rate: float = 2.0e-3
     # share of check examples whose verdict is flipped (imperfect reflections)
-    verdict_noise: float = 0.1
+    verdict_noise: float = 0.05
     # two threads train 1.35x faster than one on a quiet 2-core machine (the bootstrap stage
     # runs alone); on a machine busy with other work, use 1: two threads then run several
     # times slower than one

@@ -61,8 +61,9 @@ def _check(cfg, problems) -> None:
     for key in ("steps", "batch_size", "eval_questions", "eval_samples", "torch_threads"):
         if getattr(bc, key) < 1:
             problems.add(f"model.bootstrap.{key}", f"must be >= 1, got {getattr(bc, key)}", "use a positive value")
-    if bc.check_steps < 0:
-        problems.add("model.bootstrap.check_steps", f"must be >= 0, got {bc.check_steps}", "use 0 to skip the checks")
+    for key, zero in (("check_steps", "skip the checks"), ("rare_number_min_count", "keep embeddings as trained")):
+        if getattr(bc, key) < 0:
+            problems.add(f"model.bootstrap.{key}", f"must be >= 0, got {getattr(bc, key)}", f"use 0 to {zero}")
     for key in ("learning_rate", "check_learning_rate"):
         if getattr(bc, key) <= 0:
             problems.add(f"model.bootstrap.{key}", "must be > 0", "use e.g. 3e-3")

@@ -6,7 +6,9 @@ plausibly wrong. Then the checker: the solver samples its own answers to fresh q
 the task's verifier grades them, and it learns to check them (recomputed arithmetic, target,
 verdict), mixed with more answer examples at a lower learning rate so the solver is kept.
 Its own answers, because a verifier trained on unlike (synthetic) negatives learns to call
-all of its own answers Correct.
+all of its own answers Correct. Last, number tokens no training prompt showed (the test
+split's targets above the largest given number) take their neighbours' embeddings
+(``smooth_rare_numbers``).
 
 What moved the sampled accuracy (T=1, held-out targets) in equal training (2,000 steps of
 64, no check phase), measured one change at a time: the generator's own mix of operations
@@ -14,6 +16,9 @@ What moved the sampled accuracy (T=1, held-out targets) in equal training (2,000
 embeddings started from value features (``init_value_embeddings``) 13%; + and - chains
 flattened in the canonical form 18%; 5% wrong answers and 10% 4-number questions in place
 of 10% and 15%: 22%. A learning rate of 6e-3 (9%) or batches of 128 (5%) did worse.
+On the default recipe (with the check phase): 20.2% before the rare-number embeddings were
+smoothed, 43.9% after. Verdict accuracy on its own answers: 59.0% with 300 check steps and
+10% flipped verdicts, 62.0% with 5% flipped, 64.7% with 450 steps, 66.2% with both.
 
 Everything runs on CPU with transformers' ``Trainer``; the result is an ordinary Llama
 folder (``config.json``, weights, tokenizer, chat template) that every later stage loads
@@ -23,6 +28,7 @@ like a hub model.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 import time
@@ -251,6 +257,46 @@ def init_value_embeddings(model, tok, features: int) -> int:
     return numbers
 
 
+def smooth_rare_numbers(model, tok, rows, min_count: int) -> int:
+    """Give number tokens the training prompts rarely showed an embedding interpolated (by
+    value) between the nearest numbers they showed at least ``min_count`` times; returns
+    how many were replaced.
+
+    The test split's targets are values training never uses as targets, so above the
+    largest given number many of them never appear in a prompt: their embeddings stay
+    random, and the model reads such a target as noise (20.8% sampled accuracy on test
+    targets against 47.9% on fresh questions with training targets). Numbers that are near
+    in value are near in the trained embedding space (``init_value_embeddings`` starts them
+    so), so the neighbours' blend is the embedding the model would have learned: 46.8% on
+    test targets, same model, no further training.
+    """
+    import torch
+    from collections import Counter
+
+    if min_count <= 0:
+        return 0
+    # in prompts only: a number the model has only written (an intermediate result in an
+    # answer or a check) is still one it has never read as a target
+    counts = Counter(i for r in rows for i, y in zip(r["input_ids"], r["labels"]) if y == -100)
+    ids = {n: tok.convert_tokens_to_ids(str(n)) for n in range(1000)}
+    ids = {n: i for n, i in ids.items() if i is not None and i != tok.unk_token_id}
+    known = [n for n in sorted(ids) if counts[ids[n]] >= min_count]
+    if not known:
+        return 0
+    weight = model.get_input_embeddings().weight
+    replaced = 0
+    with torch.no_grad():
+        for n in sorted(ids):
+            if counts[ids[n]] >= min_count:
+                continue
+            k = bisect.bisect_left(known, n)
+            lo, hi = known[max(k - 1, 0)], known[min(k, len(known) - 1)]
+            w = (n - lo) / (hi - lo) if hi != lo else 0.0
+            weight[ids[n]] = (1 - w) * weight[ids[lo]] + w * weight[ids[hi]]
+            replaced += 1
+    return replaced
+
+
 def tokenizer_corpus(prompts, extra_texts: Sequence[str], examples: Sequence[Example]) -> list[str]:
     texts = list(prompts.variants.values()) + [prompts.reflection] + list(extra_texts)
     texts += [f"system\nuser\nassistant\n{prompts.system or ''}"] + [" ".join(CHECK_PHRASES)] * 100
@@ -352,8 +398,8 @@ def build_tiny_model(bc, prompts, model_cfg, out_dir: Path, scratch: str | Path,
     log.info("tiny model: %d parameters, vocabulary %d; phase 1: %d answer examples", n_params, len(tok),
              len(solver))
     t1 = time.perf_counter()
-    losses = _train(model, tok, _encode(tok, solver, bc.max_position_embeddings), bc.steps,
-                    bc.learning_rate, bc, scratch / "solver-trainer", bc.seed)
+    rows = _encode(tok, solver, bc.max_position_embeddings)
+    losses = _train(model, tok, rows, bc.steps, bc.learning_rate, bc, scratch / "solver-trainer", bc.seed)
     t2 = time.perf_counter()
     log.info("phase 1 (solver): %d steps in %.1f s", bc.steps, t2 - t1)
 
@@ -370,9 +416,14 @@ def build_tiny_model(bc, prompts, model_cfg, out_dir: Path, scratch: str | Path,
                  n_checks, 100 * own_accuracy, len(refresh))
     if bc.check_steps:
         rng.shuffle(mix)
-        check_losses = _train(model, tok, _encode(tok, mix, bc.max_position_embeddings), bc.check_steps,
-                              bc.check_learning_rate, bc, scratch / "check-trainer", bc.seed + 1)
+        mix_rows = _encode(tok, mix, bc.max_position_embeddings)
+        rows += mix_rows
+        check_losses = _train(model, tok, mix_rows, bc.check_steps, bc.check_learning_rate, bc,
+                              scratch / "check-trainer", bc.seed + 1)
         log.info("phase 2 (checks): %d steps in %.1f s", bc.check_steps, time.perf_counter() - t2)
+    smoothed = smooth_rare_numbers(model, tok, rows, bc.rare_number_min_count)
+    log.info("%d number tokens seen fewer than %d times take their neighbours' embeddings", smoothed,
+             bc.rare_number_min_count)
     t3 = time.perf_counter()
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
@@ -388,5 +439,6 @@ def build_tiny_model(bc, prompts, model_cfg, out_dir: Path, scratch: str | Path,
         "loss": [round(x, 4) for x in losses],
         "check_loss": [round(x, 4) for x in check_losses],
         "own_answer_accuracy_before_checks": own_accuracy,
+        "smoothed_number_tokens": smoothed,
         "quality": quality,
     }

@@ -83,11 +83,13 @@ def test_rerun_reuses_the_model(fast_build):
 
 
 def test_bootstrap_config_errors_are_listed(make_cfg):
-    cfg = make_cfg("stages=[bootstrap]", "model.bootstrap.num_heads=8", "model.bootstrap.verdict_noise=1.5")
+    cfg = make_cfg("stages=[bootstrap]", "model.bootstrap.num_heads=8", "model.bootstrap.verdict_noise=1.5",
+                   "model.bootstrap.rare_number_min_count=-1")
     with pytest.raises(Exception) as info:
         validate(cfg)
     keys = [p.key for p in info.value.problems]
-    assert keys == ["model.bootstrap.num_heads", "model.bootstrap.verdict_noise"]
+    assert keys == ["model.bootstrap.num_heads", "model.bootstrap.verdict_noise",
+                    "model.bootstrap.rare_number_min_count"]
 
 
 @pytest.mark.slow

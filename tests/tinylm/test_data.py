@@ -63,3 +63,33 @@ def test_value_features_make_near_numbers_near():
     random.seed(0)
     pairs = [random.sample(range(1000), 2) for _ in range(200)]
     assert sum(abs(sim(a, b)) for a, b in pairs) / len(pairs) < 0.5
+
+
+def test_rarely_seen_numbers_take_their_neighbours_embeddings():
+    import torch
+
+    from skill_factory.config.schema import BootstrapConfig
+    from skill_factory.tinylm.build import new_model, smooth_rare_numbers
+    from skill_factory.tinylm.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(["Use [1, 2] to make 3."])
+    torch.manual_seed(0)
+    model = new_model(tok, BootstrapConfig())
+    emb = model.get_input_embeddings().weight
+    before = emb.detach().clone()
+    i = {n: tok.convert_tokens_to_ids(str(n)) for n in range(1000)}
+    # every number read in 3 prompts except 374 and 375 (once) and 999 (only ever written)
+    seen = [i[n] for n in range(999) if n not in (374, 375)]
+    rows = [{"input_ids": seen, "labels": [-100] * len(seen)}] * 3
+    rows.append({"input_ids": [i[374], i[375]], "labels": [-100, -100]})
+    rows += [{"input_ids": [i[0], i[999]], "labels": [-100, i[999]]}] * 3
+    assert smooth_rare_numbers(model, tok, rows, min_count=3) == 3
+    after = emb.detach()
+    assert torch.allclose(after[i[374]], before[i[373]] * 2 / 3 + before[i[376]] / 3)
+    assert torch.allclose(after[i[375]], before[i[373]] / 3 + before[i[376]] * 2 / 3)
+    assert torch.equal(after[i[999]], before[i[998]])  # nothing above: the nearest below
+    untouched = [i[n] for n in range(999) if n not in (374, 375)]
+    assert torch.equal(after[untouched], before[untouched])
+    # the output layer is tied to the input embeddings: it reads the same numbers
+    assert model.lm_head.weight.data_ptr() == emb.data_ptr()
+    assert smooth_rare_numbers(model, tok, rows, min_count=0) == 0
