@@ -422,8 +422,8 @@ def build_tiny_model(bc, prompts, model_cfg, out_dir: Path, scratch: str | Path,
                               scratch / "check-trainer", bc.seed + 1)
         log.info("phase 2 (checks): %d steps in %.1f s", bc.check_steps, time.perf_counter() - t2)
     smoothed = smooth_rare_numbers(model, tok, rows, bc.rare_number_min_count)
-    log.info("%d number tokens seen fewer than %d times take their neighbours' embeddings", smoothed,
-             bc.rare_number_min_count)
+    log.info("%d number tokens read fewer than %d times in training prompts take their neighbours' "
+             "embeddings", smoothed, bc.rare_number_min_count)
     t3 = time.perf_counter()
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
