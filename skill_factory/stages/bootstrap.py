@@ -3,7 +3,7 @@
     skillfactory stages=[bootstrap]            # build (or reuse) the default tiny model
 
 Why: no model can be downloaded here, and a random model never answers correctly, so every
-later stage would have nothing to work with. This stage trains a ~0.47M-parameter Llama
+later stage would have nothing to work with. This stage trains a ~0.5M-parameter Llama
 model from scratch on CPU, from the project's own Countdown solver, until its samples are
 sometimes right and sometimes wrong and its reflections sometimes misjudge them. Its
 artifact ``model/`` is an ordinary Hugging Face folder; later stages load it through
@@ -15,6 +15,7 @@ well-formed rate, 4- vs 3-number accuracy, and verdict accuracy on its own answe
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 
@@ -73,7 +74,7 @@ def _check(cfg, problems) -> None:
                      f"use some of {sorted(cfg.prompts.variants)}")
 
 
-@stage("bootstrap", config=("model.bootstrap", "prompts"), check=_check)
+@stage("bootstrap", config=("model.bootstrap", "prompts", "phrases"), check=_check)
 def bootstrap(ctx):
     from skill_factory.tinylm.build import build_tiny_model
 
@@ -83,9 +84,12 @@ def bootstrap(ctx):
 
         raise SkillFactoryError(f"stages: model '{ctx.cfg.model.name}' is not built by this project "
                                 "(model.bootstrap is null); remove bootstrap from stages")
+    # the traces stage writes these phrases between samples: the tokenizer learns their words
+    # so SFT traces (and what the model writes after SFT) are words, not characters
+    phrases = [p for pool in dataclasses.asdict(ctx.cfg.phrases).values() for p in pool]
     with tempfile.TemporaryDirectory(prefix="sf-bootstrap-") as scratch:
         stats = build_tiny_model(bc, ctx.cfg.prompts, ctx.cfg.model, ctx.out_dir / BOOTSTRAP_MODEL_DIR,
-                                 scratch=scratch)
+                                 scratch=scratch, extra_texts=phrases)
     stats["quality_bar"] = bar = quality_bar(stats["quality"])
     missed = [k for k, v in bar.items() if not v["ok"]]
     if missed:

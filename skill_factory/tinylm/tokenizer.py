@@ -83,7 +83,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    table = str.maketrans("", "", "0123456789+-*/=")
+    # each replaced by a line break, so a word after one ("re-derive") is learned as it is
+    # met when encoding: a piece without a leading space
+    table = str.maketrans("0123456789+-*/=", "\n" * 15)
     word_tok.train_from_iterator((t.translate(table) for t in texts), trainer=trainer)
     vocab = dict(word_tok.get_vocab())
     merges = [tuple(m) for m in json.loads(word_tok.to_str())["model"]["merges"]]

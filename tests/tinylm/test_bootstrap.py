@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,13 @@ def test_default_recipe_meets_the_quality_bar(make_cfg):
     bar = art.counts["quality_bar"]
     assert all(v["ok"] for v in bar.values()), bar
     assert art.counts["build_seconds"] <= 300
+
+
+def test_trace_phrases_are_words_to_the_tokenizer(fast_build):
+    cfg, art, _ = fast_build
+    tok = AutoTokenizer.from_pretrained(art.path / "model")
+    for pool in ("generic", "after_correct", "after_incorrect", "ending", "backtrack", "confirm"):
+        for phrase in getattr(cfg.phrases, pool):
+            n = len(tok.encode(phrase, add_special_tokens=False))
+            # one token per word or punctuation mark (characters would be about five per word)
+            assert n <= len(re.findall(r"[A-Za-z]+|[^\sA-Za-z]", phrase)), (phrase, tok.tokenize(phrase))
