@@ -39,8 +39,8 @@ class BootstrapConfig:
     # embedding dimensions of each number token 0-999 initialised with sines and cosines of
     # its value (0 = all random)
     value_features: int = 32
-    # number tokens seen fewer times than this in training (test targets above the largest
-    # given number) get embeddings interpolated from their nearest better-seen values
+    # number tokens read fewer times than this in training prompts (test targets above the
+    # largest given number) get embeddings interpolated from their nearest better-read values
     # (0 = keep them as trained)
     rare_number_min_count: int = 20
     # phase 1, the solver: answer examples (each seen once: steps x batch_size of them)

@@ -73,8 +73,8 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000):
     ])
     fixed = _fixed_merges()
 
-    # 1. learn word merges on the texts with digits and operators taken out (they get the
-    #    fixed merges above; digits and operators only occur in pieces of their own)
+    # 1. learn word merges on the texts without digits and operators (they get the fixed
+    #    merges above; digits and operators only occur in pieces of their own)
     word_tok = Tokenizer(models.BPE())
     word_tok.pre_tokenizer = pre
     n_reserved = 256 + len(fixed) + len(SPECIAL_TOKENS) + len(TASK_TAGS)
