@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from skill_factory.evaluation.report import RESULTS_JSON, comparison_markdown, unique_labels, write_comparison
+from skill_factory.evaluation.report import COMPARISON_MD, RESULTS_JSON, unique_labels, write_comparison
 
 ALL_RUNS = "all runs"  # the method of runs that differ only in their seed
 
@@ -159,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     groups = groups_of(labels, [r for _, r in runs])
     out = Path(args.out) if args.out else default_out(args.runs, files)
     written = write_comparison(runs, out, decoding=args.decoding, groups=groups)
-    print(comparison_markdown(runs, args.decoding, groups))
+    print((out / COMPARISON_MD).read_text())  # the table just written
     print(f"written to {out}: {', '.join(p.name for p in written)}")
     return 0
 

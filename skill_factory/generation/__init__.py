@@ -18,13 +18,7 @@ from skill_factory.generation.base import (
     register_backend,
     truncate_at_stop,
 )
-from skill_factory.generation.chat import (
-    chat_messages,
-    chat_template_kwargs,
-    encode_chat,
-    load_tokenizer,
-    render_chat,
-)
+from skill_factory.generation.chat import chat_messages, encode_chat, load_tokenizer, render_chat
 
 __all__ = [
     "Backend",
@@ -33,7 +27,6 @@ __all__ = [
     "Sampling",
     "backend_names",
     "chat_messages",
-    "chat_template_kwargs",
     "derive_seed",
     "encode_chat",
     "load_tokenizer",

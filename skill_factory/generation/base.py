@@ -120,14 +120,14 @@ class Backend(ABC):
     name: ClassVar[str]
 
     def __init__(self, model_path: str, model_cfg: Any):
-        from skill_factory.generation.chat import chat_template_kwargs, load_tokenizer
+        from skill_factory.generation.chat import load_tokenizer
 
         self.model_path = model_path
         self.model_cfg = model_cfg
         self.max_length = int(model_cfg.max_length)
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=bool(model_cfg.trust_remote_code))
         # variables of the model's chat template (model.chat_template_kwargs), for every prompt
-        self.template_kwargs = chat_template_kwargs(model_cfg)
+        self.template_kwargs = dict(model_cfg.chat_template_kwargs)
 
     def encode(self, conversations: Sequence[Conversation],
                prefixes: Optional[Sequence[str]] = None) -> list[list[int]]:

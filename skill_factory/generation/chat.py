@@ -44,11 +44,6 @@ def load_tokenizer(model_path: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def chat_template_kwargs(model_cfg: Any) -> dict[str, Any]:
-    """The model config's ``chat_template_kwargs`` as a plain dict ({} when unset)."""
-    return dict(getattr(model_cfg, "chat_template_kwargs", None) or {})
-
-
 def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]],
                 template_kwargs: Optional[Mapping[str, Any]] = None) -> str:
     """The prompt text the model sees, ending with the assistant turn's opening."""

@@ -64,8 +64,8 @@ def _task_keys() -> tuple[str, ...]:
 
 
 CONFIG_KEYS = ("rl.output_settings", "model.name", "model.path", "model.trust_remote_code",
-               "model.chat_template_kwargs", *(f"model.resources.{k}" for k in RESOURCE_KEYS), *_task_keys(), "prompts.variants",
-               "prompts.system", "seed")
+               "model.chat_template_kwargs", *(f"model.resources.{k}" for k in RESOURCE_KEYS), *_task_keys(),
+               "prompts.variants", "prompts.system", "seed")
 
 
 def _upstream(cfg) -> tuple[str, ...]:

@@ -200,11 +200,11 @@ def train_sections(cfg, st: Settings, *, model_path: str, dataset_dir: str, outp
 
 def export_args(cfg, *, model_path: str, adapter: str, export_dir: str) -> dict:
     """``llamafactory-cli export`` arguments that merge a LoRA adapter into its base model."""
-    args = {"model_name_or_path": model_path, "adapter_name_or_path": adapter, "template": cfg.model.template,
+    args = {"model_name_or_path": model_path, "adapter_name_or_path": adapter,
             "finetuning_type": "lora", "trust_remote_code": cfg.model.trust_remote_code,
             "export_dir": export_dir, "export_size": 5, "export_device": "cpu", "export_legacy_format": False}
-    if cfg.model.template is None:
-        del args["template"]
+    if cfg.model.template is not None:  # none: LLaMA-Factory parses the tokenizer's own chat template
+        args["template"] = cfg.model.template
     if cfg.model.default_system is not None:
         args["default_system"] = cfg.model.default_system
     return args

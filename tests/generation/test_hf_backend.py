@@ -23,7 +23,7 @@ from tiny_lm import shared_tiny_lm
 
 def model_cfg(**kw):
     base = dict(max_length=256, trust_remote_code=False, dtype="float32", generation_batch_size=16,
-                backend="hf", tensor_parallel_size=1, gpu_memory_utilization=0.5)
+                backend="hf", tensor_parallel_size=1, chat_template_kwargs={}, gpu_memory_utilization=0.5)
     base.update(kw)
     return SimpleNamespace(**base)
 

@@ -60,7 +60,7 @@ GENERATE_KEYWORDS = {"use_tqdm"}
 
 def model_cfg(**kw):
     base = dict(max_length=4096, trust_remote_code=True, dtype="bfloat16", generation_batch_size=64,
-                backend="vllm", tensor_parallel_size=4, gpu_memory_utilization=0.8)
+                backend="vllm", tensor_parallel_size=4, chat_template_kwargs={}, gpu_memory_utilization=0.8)
     base.update(kw)
     return SimpleNamespace(**base)
 
